@@ -1,0 +1,41 @@
+"""Tables read from the run store: per-epoch history, final scores, run listings.
+
+Rows are plain dicts so the CLI can print them as a terminal table, JSON or CSV."""
+
+from __future__ import annotations
+
+from encoderlab.store.runs import Run
+
+
+def epoch_table(run: Run) -> list[dict]:
+    """One row per evaluation: train loss/acc since the previous one, validation loss/acc/F1.
+
+    Rows are keyed by step, so evaluations every N steps and per-epoch ones line up; a resumed
+    run's repeated events (same step) keep the newest."""
+    rows: dict[int, dict] = {}
+    for ev in run.events():
+        split, m = ev["split"], ev.get("metrics", {})
+        if split not in ("train", "validation"):
+            continue
+        row = rows.setdefault(ev["step"], {"epoch": ev["epoch"], "step": ev["step"]})
+        if split == "train":
+            row.update(train_loss=m.get("loss"), train_acc=m.get("accuracy"),
+                       seconds=m.get("seconds"), tokens_per_s=m.get("tokens_per_s"), lr=m.get("lr"))
+        else:
+            row.update(epoch=ev["epoch"], val_loss=m.get("loss"), val_acc=m.get("accuracy"),
+                       val_f1=m.get("macro_f1"))
+    out = sorted(rows.values(), key=lambda r: r["step"])
+    elapsed = 0.0
+    for r in out:
+        elapsed += r.get("seconds") or 0.0
+        r["elapsed"] = elapsed
+    return out
+
+
+def final_scores(run: Run) -> dict[str, dict]:
+    """{'test': {...}, 'final_validation': {...}} from the last such events, with detail."""
+    out = {}
+    for ev in run.events():
+        if ev["split"] in ("test", "final_validation"):
+            out[ev["split"]] = {**ev.get("metrics", {}), **ev.get("detail", {}), "step": ev.get("step")}
+    return out

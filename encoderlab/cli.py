@@ -1,0 +1,329 @@
+"""encoderlab command line: one sub-command per verb; parse, call the library, print."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import textwrap
+
+from rich.console import Console
+from rich.table import Table
+
+from encoderlab import config as C
+from encoderlab.errors import EncoderlabError
+
+# pipes and CI logs get a wide fixed width instead of rich's 80-column fallback
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
+
+QUICKSTART = {
+    "name": "quickstart",
+    "data": {"source": "builtin:wordnet-lexname", "max_train": 4000},
+    "encode": {"max_length": 64},
+    "model": {"path": "builtin:minilm-l6", "init": "pretrained"},
+    "train": {"epochs": 3, "batch_size": 32, "lr": 1e-4, "warmup_ratio": 0.06},
+}
+
+
+def _store(args):
+    from encoderlab.store.runs import RunStore
+    return RunStore(args.store)
+
+
+# -- printing ------------------------------------------------------------------------------------
+
+DIGITS = {"epoch": 2, "elapsed": 1, "seconds": 1, "tokens_per_s": 0}
+
+
+def _fmt(v, digits=4):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def print_rows(rows: list[dict], columns: list[tuple[str, str]], fmt: str = "table", title: str = "") -> None:
+    """rows as a rich table, or JSON / CSV for machines."""
+    if fmt == "json":
+        print(json.dumps([{k: r.get(k) for k, _ in columns} for r in rows], indent=2))
+        return
+    if fmt == "csv":
+        import csv
+        w = csv.writer(sys.stdout)
+        w.writerow([k for k, _ in columns])
+        w.writerows([[r.get(k) for k, _ in columns] for r in rows])
+        return
+    t = Table(title=title or None, title_justify="left")
+    for _, head in columns:
+        t.add_column(head, justify="right" if head not in ("id", "name", "status", "model", "group") else "left")
+    for r in rows:
+        t.add_row(*[_fmt(r.get(k), DIGITS.get(k, 4)) for k, _ in columns])
+    console.print(t)
+
+
+EPOCH_COLUMNS = [("epoch", "epoch"), ("step", "step"), ("train_loss", "train loss"), ("train_acc", "train acc"),
+                 ("val_loss", "val loss"), ("val_acc", "val acc"), ("val_f1", "val F1"), ("elapsed", "elapsed s")]
+
+
+def print_run_summary(run, fmt: str = "table") -> None:
+    from encoderlab.analysis.tables import epoch_table, final_scores
+    info = run.info
+    rows = epoch_table(run)
+    final = final_scores(run)
+    if fmt == "json":
+        print(json.dumps({"run": {**info, "status": run.status}, "epochs": rows, "final": final}, indent=2))
+        return
+    print_rows(rows, EPOCH_COLUMNS, fmt, title=f"run {run.id}")
+    data = info.get("data", {})
+    base = data.get("majority_baseline_test")
+    if "test" in final:
+        t = final["test"]
+        console.print(f"test accuracy [bold]{t['accuracy']:.4f}[/]  macro-F1 {t['macro_f1']:.4f}  "
+                      f"(best checkpoint {t.get('checkpoint', '-')}, chosen on validation "
+                      f"{info.get('best_metric')} = {_fmt(info.get('best_value'))})")
+    if base is not None:
+        console.print(f"majority-class baseline: test {base:.4f}, validation "
+                      f"{data.get('majority_baseline_validation', 0):.4f} (always '{data.get('majority_class')}')")
+
+
+# -- verbs ---------------------------------------------------------------------------------------
+
+def cmd_run(args, cfg: C.ExperimentConfig | None = None):
+    from encoderlab.train.fit import fit
+    cfg = cfg or C.load(args.file, args.overrides)
+    store = _store(args)
+
+    def on_event(ev):
+        if ev["split"] == "validation" and not args.quiet:
+            m = ev["metrics"]
+            console.print(f"  epoch {ev['epoch']:.2f} step {ev['step']}: val loss {m['loss']:.4f} "
+                          f"acc {m['accuracy']:.4f} F1 {m['macro_f1']:.4f}")
+
+    try:
+        run = fit(cfg, store, callback=on_event, progress=not args.quiet)
+    except KeyboardInterrupt:
+        last = store.list(limit=1)
+        rid = last[-1]["id"] if last else "RUN"
+        err.print(f"[yellow]interrupted[/]; continue with: encoderlab resume {rid}")
+        sys.exit(130)
+    _after_run(args, run)
+
+
+def _after_run(args, run):
+    print_run_summary(run, "json" if args.json else "table")
+    if not args.json:
+        console.print(f"stored in [bold]{run.dir}[/]")
+        console.print(f"look again: encoderlab show {run.id}   |   label a file: "
+                      f"encoderlab predict {run.id} input.csv -o preds.csv")
+
+
+def cmd_quickstart(args):
+    raw = json.loads(json.dumps(QUICKSTART))
+    for o in args.overrides:
+        C.set_dotted(raw, *C.parse_override(o))
+    cfg = C.from_dict(C.ExperimentConfig, raw)
+    if not args.quiet:
+        console.print("[bold]encoderlab quickstart[/]: fine-tune MiniLM-L6 (pretrained) on builtin:"
+                      f"{cfg.data.source.split(':')[-1]} (WordNet gloss -> lexicographer category); "
+                      f"{cfg.train.epochs} epochs, {cfg.data.max_train or 'all'} training examples")
+    args.file = None
+    cmd_run(args, cfg)
+
+
+def cmd_resume(args):
+    from encoderlab.train.fit import fit
+    store = _store(args)
+    run = store.get(args.run)
+    if run.status == "completed":
+        console.print(f"run {run.id} is already completed")
+        return
+    try:
+        run = fit(run.config(), store, resume=run, progress=not args.quiet)
+    except KeyboardInterrupt:
+        err.print(f"[yellow]interrupted[/]; continue with: encoderlab resume {run.id}")
+        sys.exit(130)
+    _after_run(args, run)
+
+
+def cmd_runs(args):
+    rows = _store(args).list(name=args.name, status=args.status, group=args.group, limit=args.limit)
+    cols = [("id", "id"), ("name", "name"), ("status", "status"), ("model", "model"), ("init", "init"),
+            ("epochs_done", "epochs"), ("best_value", "best val"), ("test_accuracy", "test acc"),
+            ("created", "created")]
+    print_rows(rows, cols, args.format)
+
+
+def cmd_show(args):
+    run = _store(args).get(args.run)
+    if args.format == "json":
+        print_run_summary(run, "json")
+        return
+    info = run.info
+    console.print(f"[bold]{run.id}[/]  status {run.status}  created {info['created']}  "
+                  f"finished {info.get('finished') or '-'}")
+    if info.get("message"):
+        console.print(f"message: {info['message']}")
+    console.rule("resolved config")
+    console.print((run.dir / "config.toml").read_text().rstrip(), markup=False)
+    data = info.get("data")
+    if data:
+        console.rule("data")
+        sizes = data["sizes"]
+        console.print(f"task {data['task']}, {data['num_labels']} labels; train {sizes['train']}, "
+                      f"validation {sizes['validation']}, test {sizes['test']}; mean {data['mean_tokens']:.1f} "
+                      f"tokens; {data['train_padding_waste']:.1%} padding in train batches; "
+                      f"{data['parameters']:,} parameters")
+    console.rule("history")
+    print_run_summary(run, args.format)
+    if args.per_class:
+        from encoderlab.analysis.tables import final_scores
+        test = final_scores(run).get("test")
+        if test:
+            rows = [{"label": k, **v} for k, v in test["per_class"].items()]
+            print_rows(rows, [("label", "label"), ("precision", "precision"), ("recall", "recall"),
+                              ("f1", "F1"), ("support", "support")], args.format, title="test, per class")
+
+
+def cmd_predict(args):
+    from encoderlab import predict as P
+    run = _store(args).get(args.run)
+    df, scores = P.predict(run, args.input, batch_size=args.batch_size, text=args.text,
+                           text_pair=args.text_pair)
+    if args.output:
+        P.write(df, args.output)
+        console.print(f"wrote {len(df)} predictions to {args.output}")
+    else:
+        print(df.to_csv(index=False), end="")
+    if scores and args.output:
+        console.print(f"the input has labels: accuracy {scores['accuracy']:.4f}, macro-F1 {scores['macro_f1']:.4f}")
+
+
+def cmd_config(args):
+    if args.reference:
+        rows = C.reference()
+        print("| key | type | default | meaning |\n|---|---|---|---|")
+        for key, tp, default, doc in rows:
+            print(f"| `{key}` | {tp} | `{default}` | {doc} |")
+        return
+    cfg = C.load(args.file, args.overrides)
+    print(C.to_toml(cfg), end="")
+
+
+def cmd_datasets(args):
+    from encoderlab.data import builtin
+    rows = []
+    for n in builtin.names():
+        d = builtin.get(n)
+        rows.append({"name": f"builtin:{n}", "task": d.task, "description": d.description})
+    print_rows(rows, [("name", "name"), ("task", "task"), ("description", "description")], args.format)
+
+
+def cmd_models(args):
+    from encoderlab.models import registry
+    rows = [{"name": k, "description": v} for k, v in registry.list_models().items()]
+    print_rows(rows, [("name", "name"), ("description", "description")], args.format)
+
+
+def cmd_reindex(args):
+    n = _store(args).rebuild()
+    console.print(f"rebuilt the index of {args.store} from {n} run folders")
+
+
+# -- parser --------------------------------------------------------------------------------------
+
+def _cmd(sub, name, func, help_, example, **kw):
+    p = sub.add_parser(name, help=help_, description=f"{help_}\n\nExample:\n  {example}",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
+    p.set_defaults(func=func)
+    return p
+
+
+def _fmt_flag(p):
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table", help="output format")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="encoderlab", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Fine-tune, compare and store BERT-family encoder experiments.\n\n"
+                    "Example:\n  encoderlab quickstart\n  encoderlab run exp.toml train.lr=2e-5 model.init=random")
+    ap.add_argument("--store", default=os.environ.get("ENCODERLAB_STORE", "runs"),
+                    help="run store folder (default: ./runs or $ENCODERLAB_STORE)")
+    sub = ap.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = _cmd(sub, "quickstart", cmd_quickstart, "fine-tune the bundled MiniLM-L6 on bundled WordNet data",
+             "encoderlab quickstart train.epochs=1")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=1")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    ref = textwrap.indent("\n".join(f"{k} = {d}   # {doc}" for k, _, d, doc in C.reference()), "  ")
+    p = _cmd(sub, "run", cmd_run, "run one experiment file as a stored run",
+             f"encoderlab run exp.toml train.lr=2e-5 model.init=random\n\nSettings (key = default):\n{ref}")
+    p.add_argument("file", help="experiment TOML file")
+    p.add_argument("overrides", nargs="*", help="dotted overrides key=value (TOML values)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-eval lines")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    p = _cmd(sub, "resume", cmd_resume, "continue an interrupted run from its newest checkpoint",
+             "encoderlab resume 20261123-101500-quickstart-1a2b")
+    p.add_argument("run", help="run id (a unique prefix or suffix is enough; 'last' = newest)")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--json", action="store_true")
+
+    p = _cmd(sub, "runs", cmd_runs, "list stored runs", "encoderlab runs --name 'quick*' --status completed")
+    p.add_argument("--name", help="name pattern (* wildcard)")
+    p.add_argument("--status", choices=["running", "completed", "interrupted", "failed"])
+    p.add_argument("--group", help="group pattern (* wildcard)")
+    p.add_argument("--limit", type=int, default=0, help="only the newest N")
+    _fmt_flag(p)
+
+    p = _cmd(sub, "show", cmd_show, "show a run: resolved config, per-epoch table, test metrics",
+             "encoderlab show last --per-class")
+    p.add_argument("run")
+    p.add_argument("--per-class", action="store_true", help="also per-class precision/recall on test")
+    _fmt_flag(p)
+
+    p = _cmd(sub, "predict", cmd_predict, "label a csv/tsv/jsonl/parquet file with a run's model",
+             "encoderlab predict last input.csv -o preds.csv")
+    p.add_argument("run")
+    p.add_argument("input")
+    p.add_argument("-o", "--output", help="output file (.csv, .tsv, .jsonl, .parquet); default stdout")
+    p.add_argument("--text", help="text column if it differs from the run's data.text")
+    p.add_argument("--text-pair", help="second text column if it differs from the run's data.text_pair")
+    p.add_argument("--batch-size", type=int, default=128)
+
+    p = _cmd(sub, "config", cmd_config, "print a resolved experiment config, or the config reference",
+             "encoderlab config exp.toml train.lr=1e-5   |   encoderlab config --reference")
+    p.add_argument("file", nargs="?")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--reference", action="store_true", help="every key with type, default and meaning (Markdown)")
+
+    p = _cmd(sub, "datasets", cmd_datasets, "list builtin datasets", "encoderlab datasets")
+    _fmt_flag(p)
+    p = _cmd(sub, "models", cmd_models, "list builtin models", "encoderlab models")
+    _fmt_flag(p)
+    _cmd(sub, "reindex", cmd_reindex, "rebuild index.sqlite from the run folders", "encoderlab reindex")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()  # our own bars only; HF's shard bars are noise here
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except EncoderlabError as e:
+        from rich.markup import escape
+        err.print(f"[bold red]error:[/] {escape(str(e))}")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,322 @@
+"""Experiment config: frozen dataclasses, one per concern, loaded from TOML with dotted overrides.
+
+Every field has a default and a one-line doc (``doc`` metadata) that feeds ``encoderlab config``
+and the README's config reference. Unknown keys and wrong types raise ``ConfigError`` naming the
+key as the user typed it and the closest valid key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from encoderlab.errors import ConfigError
+
+
+def opt(default: Any, doc: str, choices: tuple | None = None):
+    """A dataclass field with a default, a one-line doc and optionally the allowed values."""
+    meta = {"doc": doc, "choices": choices}
+    if isinstance(default, (list, dict)):
+        raise TypeError("use tuples for sequence defaults (configs are frozen)")
+    return field(default=default, metadata=meta)
+
+
+def sub(cls, doc: str):
+    return field(default_factory=cls, metadata={"doc": doc, "choices": None})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = opt("builtin:wordnet-lexname",
+                      "builtin:NAME or a path to the training file (csv, tsv, jsonl, parquet)")
+    validation: str = opt("", "validation file; empty = split off `validation_fraction` of source")
+    test: str = opt("", "test file; empty = split off `test_fraction` of source")
+    format: str = opt("auto", "file format; auto = from the extension",
+                      ("auto", "csv", "tsv", "jsonl", "parquet"))
+    task: str = opt("auto", "single text or text pair; auto = pair when `text_pair` is set",
+                    ("auto", "single", "pair"))
+    text: str = opt("text", "column holding the (first) text")
+    text_pair: str = opt("", "column holding the second text of a pair; empty for single text")
+    label: str = opt("label", "column holding the class label")
+    labels: tuple[str, ...] = opt((), "explicit label order; empty = sorted labels seen in train")
+    validation_fraction: float = opt(0.1, "share of source held out for validation when no file")
+    test_fraction: float = opt(0.1, "share of source held out for test when no file")
+    split_seed: int = opt(0, "seed of the stratified split (independent of train.seed)")
+    max_train: int = opt(0, "use at most this many training examples (stratified); 0 = all")
+    max_eval: int = opt(0, "use at most this many validation/test examples; 0 = all")
+
+
+@dataclass(frozen=True)
+class EncodeConfig:
+    max_length: int = opt(128, "maximum tokens per example, special tokens included")
+    truncation: str = opt("longest_first", "how a pair shares the length budget",
+                          ("longest_first", "only_first", "only_second"))
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    type: str = opt("linear", "classification head on the pooled vector", ("linear", "mlp"))
+    hidden: int = opt(512, "hidden units of the MLP head")
+    dropout: float = opt(0.1, "dropout before each head layer")
+    pooling: str = opt("auto", "how token vectors become one vector; auto = mean for "
+                       "sentence-embedding models, cls otherwise", ("auto", "cls", "mean"))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    path: str = opt("builtin:minilm-l6", "builtin:NAME or a local Hugging Face model directory")
+    init: str = opt("pretrained", "pretrained weights, or the same architecture from random init",
+                    ("pretrained", "random"))
+    num_layers: int = opt(0, "keep only the first N encoder layers (0 = all)")
+    hidden_size: int = opt(0, "random init only: hidden size override (0 = keep)")
+    num_heads: int = opt(0, "random init only: attention heads override (0 = keep)")
+    intermediate_size: int = opt(0, "random init only: feed-forward size override (0 = keep)")
+    dropout: float = opt(-1.0, "encoder hidden/attention dropout override (-1 = keep)")
+    head: HeadConfig = sub(HeadConfig, "classification head")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = opt(3, "passes over the training data")
+    max_steps: int = opt(0, "stop after this many optimizer steps (0 = no limit); for smoke runs")
+    batch_size: int = opt(32, "examples per optimizer step (before accumulation)")
+    eval_batch_size: int = opt(128, "examples per evaluation batch")
+    grad_accum: int = opt(1, "micro-batches accumulated per optimizer step")
+    lr: float = opt(5e-5, "peak learning rate of AdamW")
+    weight_decay: float = opt(0.01, "AdamW decay (never applied to biases and LayerNorm)")
+    layer_lr_decay: float = opt(1.0, "lr multiplier per layer below the top (1 = off)")
+    head_lr: float = opt(0.0, "learning rate of the head (0 = same as lr)")
+    warmup_ratio: float = opt(0.1, "share of steps spent warming up linearly")
+    warmup_steps: int = opt(0, "warmup steps; overrides warmup_ratio when > 0")
+    schedule: str = opt("linear", "decay after warmup", ("linear", "cosine", "constant"))
+    max_grad_norm: float = opt(1.0, "gradient clipping norm (0 = off)")
+    precision: str = opt("bf16", "bf16 autocast or plain fp32", ("bf16", "fp32"))
+    seed: int = opt(0, "seed of init, dropout and batch order")
+    device: str = opt("auto", "auto = cuda when present, else cpu", ("auto", "cpu", "cuda"))
+    threads: int = opt(0, "torch CPU threads (0 = torch default)")
+    bucket: bool = opt(True, "group examples of similar length into batches (less padding)")
+    class_weights: str = opt("none", "cross-entropy class weights", ("none", "balanced"))
+    label_smoothing: float = opt(0.0, "cross-entropy label smoothing")
+    freeze_embeddings: bool = opt(False, "keep the embedding layer fixed")
+    freeze_layers: int = opt(0, "keep the lowest N encoder layers fixed")
+    eval_every_steps: int = opt(0, "also evaluate on validation every N steps (0 = per epoch)")
+    save_every_steps: int = opt(0, "also checkpoint every N steps (0 = at each epoch end)")
+    keep_checkpoints: int = opt(2, "checkpoints kept besides the best one")
+    metric: str = opt("accuracy", "validation metric that picks the best checkpoint",
+                      ("accuracy", "macro_f1", "loss"))
+    early_stopping: int = opt(0, "stop after N evaluations without improvement (0 = off)")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str = opt("experiment", "name of the run(s); shown by `encoderlab runs`")
+    group: str = opt("", "group the run belongs to (sweeps set it)")
+    data: DataConfig = sub(DataConfig, "where the examples come from")
+    encode: EncodeConfig = sub(EncodeConfig, "how examples become tokens")
+    model: ModelConfig = sub(ModelConfig, "encoder, init and head")
+    train: TrainConfig = sub(TrainConfig, "the fit loop")
+
+
+# ---------------------------------------------------------------------------------------------
+# dict <-> dataclass with validation
+
+
+def _fields(cls) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _is_config(tp) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _type_name(tp) -> str:
+    if typing.get_origin(tp) is tuple:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    return {int: "integer", float: "number", str: "string", bool: "true/false"}.get(tp, str(tp))
+
+
+def _coerce(value: Any, tp, key: str):
+    """Check one leaf value against its declared type; ints are accepted for floats."""
+    if typing.get_origin(tp) is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        inner = typing.get_args(tp)[0]
+        return tuple(_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value))
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if not isinstance(value, tp):
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def from_dict(cls, raw: dict, prefix: str = ""):
+    """Build a (nested) config dataclass from a plain dict, validating every key."""
+    hints = typing.get_type_hints(cls)
+    fields = _fields(cls)
+    kwargs = {}
+    for key, value in raw.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.5)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else \
+                f"; valid keys: {', '.join(prefix + k for k in fields)}"
+            raise ConfigError(f"unknown key '{dotted}'{hint}")
+        tp = hints[key]
+        if _is_config(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{dotted}: expected a table of settings, got {value!r}")
+            kwargs[key] = from_dict(tp, value, f"{dotted}.")
+            continue
+        value = _coerce(value, tp, dotted)
+        choices = fields[key].metadata.get("choices")
+        if choices and value not in choices:
+            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"{dotted}: '{value}' is not one of {', '.join(choices)}{hint}")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def to_dict(cfg) -> dict:
+    out = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        out[f.name] = to_dict(v) if dataclasses.is_dataclass(v) else (list(v) if isinstance(v, tuple) else v)
+    return out
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'train.lr=2e-5' -> ('train.lr', 2e-05); values are TOML literals, bare words are strings."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like key=value, e.g. train.lr=2e-5")
+    key, raw = (s.strip() for s in text.split("=", 1))
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def set_dotted(raw: dict, key: str, value: Any) -> None:
+    node = raw
+    parts = key.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '{key}': '{p}' is a value, not a table")
+    node[parts[-1]] = value
+
+
+def load_raw(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"experiment file {path} does not exist")
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+
+
+def load(path: str | Path | None = None, overrides: typing.Iterable[str] = (),
+         base: dict | None = None) -> ExperimentConfig:
+    """Load an experiment file (or start from defaults), apply dotted overrides, validate.
+
+    Relative data paths are resolved against the experiment file's folder so a config works from
+    any working directory.
+    """
+    raw = dict(base or {})
+    if path is not None:
+        raw = load_raw(path)
+        _resolve_paths(raw, Path(path).resolve().parent)
+    for o in overrides:
+        set_dotted(raw, *parse_override(o))
+    where = f"{path}: " if path else ""
+    try:
+        return from_dict(ExperimentConfig, raw)
+    except ConfigError as e:
+        raise ConfigError(f"{where}{e}") from None
+
+
+def _resolve_paths(raw: dict, folder: Path) -> None:
+    data = raw.get("data")
+    if isinstance(data, dict):
+        for key in ("source", "validation", "test"):
+            v = data.get(key)
+            if isinstance(v, str) and v and ":" not in v.split("/")[0] and not Path(v).is_absolute():
+                data[key] = str((folder / v).resolve())
+    model = raw.get("model")
+    if isinstance(model, dict):
+        v = model.get("path")
+        if isinstance(v, str) and (v.startswith(".") or "/" in v) and ":" not in v and not Path(v).is_absolute():
+            model["path"] = str((folder / v).resolve())
+
+
+def config_hash(cfg: ExperimentConfig) -> str:
+    """Hash of everything that changes the result (not the name or group)."""
+    d = to_dict(cfg)
+    d.pop("name"), d.pop("group")
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def to_toml(cfg: ExperimentConfig) -> str:
+    """Resolved config as TOML (scalars first, then tables), readable by `load`."""
+    def fmt(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(fmt(x) for x in v) + "]"
+        return repr(v)
+
+    lines: list[str] = []
+
+    def emit(d: dict, prefix: str):
+        scalars = {k: v for k, v in d.items() if not isinstance(v, dict)}
+        tables = {k: v for k, v in d.items() if isinstance(v, dict)}
+        if prefix:
+            lines.append(f"\n[{prefix}]")
+        lines.extend(f"{k} = {fmt(v)}" for k, v in scalars.items())
+        for k, v in tables.items():
+            emit(v, f"{prefix}.{k}" if prefix else k)
+
+    emit(to_dict(cfg), "")
+    return "\n".join(lines).lstrip() + "\n"
+
+
+def reference(cls=ExperimentConfig, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(key, type, default, doc) for every leaf field: the config reference."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if _is_config(tp):
+            rows.extend(reference(tp, f"{prefix}{f.name}."))
+            continue
+        doc = f.metadata.get("doc", "")
+        if f.metadata.get("choices"):
+            doc += f" [{' | '.join(map(str, f.metadata['choices']))}]"
+        default = f.default
+        rows.append((f"{prefix}{f.name}", _type_name(tp), json.dumps(list(default) if isinstance(default, tuple) else default), doc))
+    return rows
+
+
+def replace(cfg, **dotted: Any):
+    """Copy of a config with dotted keys changed, validated like the TOML file would be."""
+    raw = to_dict(cfg)
+    for k, v in dotted.items():
+        set_dotted(raw, k.replace("__", "."), v)
+    return from_dict(type(cfg), raw)
+

@@ -1,0 +1,201 @@
+"""Task data: labelled splits of single texts or text pairs, with a label vocabulary.
+
+`load_data(cfg)` resolves builtin datasets, reads files, maps columns, validates every row and
+makes the splits (fixed files, or a seeded stratified split of the source)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+
+from encoderlab.config import DataConfig
+from encoderlab.data import builtin
+from encoderlab.data.readers import read_table
+from encoderlab.errors import DataError
+
+
+@dataclass
+class Split:
+    """One split: texts (and second texts for pairs), integer labels (-1 = unlabelled)."""
+    name: str
+    texts: list[str]
+    pairs: list[str] | None
+    labels: np.ndarray
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, idx: np.ndarray) -> "Split":
+        idx = np.asarray(idx)
+        return replace(self, texts=[self.texts[i] for i in idx],
+                       pairs=None if self.pairs is None else [self.pairs[i] for i in idx],
+                       labels=self.labels[idx])
+
+
+@dataclass
+class TaskData:
+    task: str                 # "single" | "pair"
+    label_names: list[str]
+    train: Split
+    validation: Split
+    test: Split
+
+    def class_balance(self, split: str = "train") -> dict[str, float]:
+        labels = getattr(self, split).labels
+        counts = np.bincount(labels, minlength=len(self.label_names))
+        return {n: c / max(len(labels), 1) for n, c in zip(self.label_names, counts)}
+
+    def majority_baseline(self, split: str = "validation") -> tuple[str, float]:
+        """Accuracy of always predicting the most frequent *training* class on `split`."""
+        top = int(np.bincount(self.train.labels, minlength=len(self.label_names)).argmax())
+        labels = getattr(self, split).labels
+        return self.label_names[top], float(np.mean(labels == top)) if len(labels) else 0.0
+
+
+def resolve_columns(cfg: DataConfig) -> DataConfig:
+    """Fill file paths and column names of builtin datasets; infer the task."""
+    if cfg.source.startswith("builtin:"):
+        spec = builtin.get(cfg.source.removeprefix("builtin:"))
+        defaults = DataConfig()
+        cfg = replace(
+            cfg,
+            source=str(spec.files["train"]),
+            validation=cfg.validation or str(spec.files.get("validation", "")),
+            test=cfg.test or str(spec.files.get("test", "")),
+            text=spec.text if cfg.text == defaults.text else cfg.text,
+            text_pair=spec.text_pair if cfg.text_pair == defaults.text_pair else cfg.text_pair,
+            label=spec.label if cfg.label == defaults.label else cfg.label,
+        )
+    task = cfg.task if cfg.task != "auto" else ("pair" if cfg.text_pair else "single")
+    if task == "pair" and not cfg.text_pair:
+        raise DataError("data.task = 'pair' needs data.text_pair (the second text's column)")
+    return replace(cfg, task=task)
+
+
+def _column(df: pd.DataFrame, name: str, file: str, key: str) -> pd.Series:
+    if name not in df.columns:
+        import difflib
+        cols = [str(c) for c in df.columns]
+        close = difflib.get_close_matches(name, cols, n=1)
+        hint = f"; did you mean '{close[0]}'? (set {key} = \"{close[0]}\")" if close else ""
+        raise DataError(f"column '{name}' not found (columns: {', '.join(cols)}){hint}",
+                        file=file, field=name)
+    return df[name]
+
+
+def _texts(series: pd.Series, file: str, field: str, allow_empty: bool = False) -> list[str]:
+    out = []
+    for i, v in enumerate(series.tolist(), 1):
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            raise DataError("missing value", file=file, row=i, field=field)
+        if not isinstance(v, str):
+            v = str(v)
+        if not v.strip() and not allow_empty:
+            raise DataError("empty text", file=file, row=i, field=field)
+        out.append(v)
+    return out
+
+
+def _labels_raw(series: pd.Series, file: str, field: str) -> list[str]:
+    out = []
+    for i, v in enumerate(series.tolist(), 1):
+        if v is None or (isinstance(v, float) and np.isnan(v)) or (isinstance(v, str) and not v.strip()):
+            raise DataError("missing label", file=file, row=i, field=field)
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)  # parquet/jsonl 1.0 -> "1", same as csv "1"
+        out.append(str(v).strip())
+    return out
+
+
+def read_split(path: str, cfg: DataConfig, name: str, label_names: list[str] | None,
+               require_labels: bool = True, frame: pd.DataFrame | None = None) -> tuple[Split, list[str]]:
+    """Read one file into a Split. With `label_names` given, unseen labels are errors."""
+    df = read_table(path, cfg.format) if frame is None else frame
+    texts = _texts(_column(df, cfg.text, path, "data.text"), path, cfg.text)
+    pairs = _texts(_column(df, cfg.text_pair, path, "data.text_pair"), path, cfg.text_pair) \
+        if cfg.task == "pair" else None
+    if cfg.label in df.columns or require_labels:
+        raw = _labels_raw(_column(df, cfg.label, path, "data.label"), path, cfg.label)
+    else:
+        return Split(name, texts, pairs, np.full(len(texts), -1), path), []
+    if label_names is None:
+        label_names = list(cfg.labels) if cfg.labels else sorted(set(raw), key=_label_key)
+    index = {n: i for i, n in enumerate(label_names)}
+    labels = np.empty(len(raw), dtype=np.int64)
+    for i, lab in enumerate(raw):
+        if lab not in index:
+            shown = ", ".join(label_names[:20]) + (" ..." if len(label_names) > 20 else "")
+            what = "is not in data.labels" if cfg.labels else "does not occur in the training data"
+            raise DataError(f"label '{lab}' {what} (known labels: {shown})",
+                            file=path, row=i + 1, field=cfg.label)
+        labels[i] = index[lab]
+    return Split(name, texts, pairs, labels, path), label_names
+
+
+def _label_key(s: str):
+    """Sort numeric labels numerically ("2" before "10"), others alphabetically."""
+    try:
+        return (0, float(s), s)
+    except ValueError:
+        return (1, 0.0, s)
+
+
+def stratified_split(labels: np.ndarray, fractions: list[float], seed: int) -> list[np.ndarray]:
+    """Split indices into len(fractions)+1 parts (the rest first), keeping class shares."""
+    rng = np.random.default_rng(seed)
+    parts: list[list[int]] = [[] for _ in range(len(fractions) + 1)]
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        start = 0
+        for k, f in enumerate(fractions, 1):
+            n = int(round(f * len(idx)))
+            parts[k].extend(idx[start:start + n])
+            start += n
+        parts[0].extend(idx[start:])
+    return [np.sort(np.array(p, dtype=np.int64)) for p in parts]
+
+
+def _cap(split: Split, n: int, seed: int) -> Split:
+    if not n or len(split) <= n:
+        return split
+    keep, = stratified_split(split.labels, [n / len(split)], seed)[1:]
+    return split.subset(keep)
+
+
+def load_data(cfg: DataConfig) -> tuple[TaskData, DataConfig]:
+    """Read and validate all splits. Returns the data and the config with paths resolved."""
+    cfg = resolve_columns(cfg)
+    train, names = read_split(cfg.source, cfg, "train", None)
+    need = [f for f, path in (("validation", cfg.validation), ("test", cfg.test)) if not path]
+    if need:
+        fracs = [cfg.validation_fraction if f == "validation" else cfg.test_fraction for f in need]
+        if sum(fracs) >= 0.9:
+            raise DataError(f"validation_fraction + test_fraction = {sum(fracs):.2f} leaves too little to train on")
+        parts = stratified_split(train.labels, fracs, cfg.split_seed)
+        held = {f: train.subset(p) for f, p in zip(need, parts[1:])}
+        for f in need:
+            held[f].name = f
+        train = train.subset(parts[0])
+    else:
+        held = {}
+    splits = {"train": train}
+    for f in ("validation", "test"):
+        if f in held:
+            splits[f] = held[f]
+        else:
+            splits[f], _ = read_split(getattr(cfg, f), cfg, f, names)
+    if len(np.unique(splits["train"].labels)) < 2:
+        raise DataError("training data has fewer than 2 distinct labels", file=cfg.source, field=cfg.label)
+    splits["train"] = _cap(splits["train"], cfg.max_train, cfg.split_seed)
+    for f in ("validation", "test"):
+        splits[f] = _cap(splits[f], cfg.max_eval, cfg.split_seed)
+        if len(splits[f]) == 0:
+            raise DataError(f"the {f} split is empty; raise data.{f}_fraction or give data.{f}",
+                            file=cfg.source)
+    return TaskData(cfg.task, names, **splits), cfg
+
+
+__all__ = ["Split", "TaskData", "load_data", "load_inputs", "stratified_split", "resolve_columns", "read_split"]

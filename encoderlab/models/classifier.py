@@ -1,0 +1,148 @@
+"""Encoder + pooling + head + loss: one module turning a batch into {"loss", "logits"}."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+from transformers.utils import logging as hf_logging
+
+from encoderlab.config import HeadConfig, ModelConfig
+from encoderlab.errors import ConfigError
+from encoderlab.models import registry
+
+
+class Head(nn.Module):
+    """dropout -> linear, or dropout -> linear -> GELU -> dropout -> linear."""
+
+    def __init__(self, dim: int, num_labels: int, cfg: HeadConfig):
+        super().__init__()
+        if cfg.type == "mlp":
+            self.net = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(dim, cfg.hidden), nn.GELU(),
+                                     nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, num_labels))
+        else:
+            self.net = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(dim, num_labels))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
+    """(B, T, H) -> (B, H): first token, or the mean over real (non-pad) tokens."""
+    if how == "cls":
+        return hidden[:, 0]
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+class Classifier(nn.Module):
+    def __init__(self, encoder: nn.Module, num_labels: int, head: HeadConfig, pooling: str,
+                 class_weights: torch.Tensor | None = None, label_smoothing: float = 0.0):
+        super().__init__()
+        self.encoder = encoder
+        self.pooling = pooling
+        self.head = Head(encoder.config.hidden_size, num_labels, head)
+        self.register_buffer("class_weights", class_weights, persistent=False)
+        self.label_smoothing = label_smoothing
+        self.uses_token_types = "token_type_ids" in encoder.forward.__code__.co_varnames \
+            and getattr(encoder.config, "type_vocab_size", 0) > 1
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None):
+        kw = {"token_type_ids": token_type_ids} if self.uses_token_types and token_type_ids is not None else {}
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state
+        logits = self.head(pool(hidden, attention_mask, self.pooling)).float()   # (B, num_labels)
+        out = {"logits": logits}
+        if labels is not None:
+            out["loss"] = nn.functional.cross_entropy(logits, labels, weight=self.class_weights,
+                                                      label_smoothing=self.label_smoothing)
+        return out
+
+
+def _apply_overrides(config, cfg: ModelConfig) -> None:
+    """Size overrides go through the config's attribute_map (DistilBERT calls layers n_layers)."""
+    if cfg.num_layers:
+        config.num_hidden_layers = cfg.num_layers
+    if cfg.init == "random":
+        if cfg.hidden_size:
+            config.hidden_size = cfg.hidden_size
+            if hasattr(config, "embedding_size") and config.model_type == "albert":
+                config.embedding_size = min(config.embedding_size, cfg.hidden_size)
+        if cfg.num_heads:
+            config.num_attention_heads = cfg.num_heads
+        if cfg.intermediate_size:
+            config.intermediate_size = cfg.intermediate_size
+    elif cfg.hidden_size or cfg.num_heads or cfg.intermediate_size:
+        raise ConfigError("model.hidden_size / num_heads / intermediate_size change the architecture; "
+                          "they need model.init = \"random\" (pretrained weights would not fit)")
+    if cfg.dropout >= 0:
+        for attr in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout"):
+            if hasattr(config, attr):
+                setattr(config, attr, cfg.dropout)
+    if config.hidden_size % config.num_attention_heads:
+        raise ConfigError(f"model: hidden size {config.hidden_size} is not divisible by "
+                          f"{config.num_attention_heads} attention heads")
+
+
+def default_pooling(folder: Path) -> str:
+    """Sentence-embedding checkpoints (sentence-transformers layout) were trained with mean pooling."""
+    pooling_cfg = folder / "1_Pooling" / "config.json"
+    if pooling_cfg.exists():
+        p = json.loads(pooling_cfg.read_text())
+        return "cls" if p.get("pooling_mode_cls_token") else "mean"
+    return "cls"
+
+
+def build(cfg: ModelConfig, num_labels: int, *, class_weights=None, label_smoothing=0.0,
+          store_root=None):
+    """Encoder from `cfg.path` (pretrained or fresh), with a new head. Returns (model, tokenizer, folder)."""
+    folder = registry.resolve(cfg.path, store_root)
+    config = AutoConfig.from_pretrained(folder)
+    _apply_overrides(config, cfg)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    encoder = _encoder(folder, config, pretrained=cfg.init == "pretrained")
+    if len(tokenizer) > encoder.get_input_embeddings().num_embeddings:
+        encoder.resize_token_embeddings(len(tokenizer))
+    pooling = cfg.head.pooling if cfg.head.pooling != "auto" else default_pooling(folder)
+    model = Classifier(encoder, num_labels, cfg.head, pooling, class_weights, label_smoothing)
+    return model, tokenizer, folder
+
+
+def _encoder(folder: Path, config, pretrained: bool) -> nn.Module:
+    # BERT-style poolers (dense+tanh on [CLS]) are unused: we pool and classify in our own head
+    kw = {"add_pooling_layer": False} if config.model_type in ("bert", "roberta", "xlm-roberta", "camembert") else {}
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()   # truncated layers / dropped pooler are expected, not news
+    try:
+        if pretrained:
+            return AutoModel.from_pretrained(folder, config=config, **kw)
+        return AutoModel.from_config(config, **kw)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def save(model: Classifier, tokenizer, folder: Path, meta: dict) -> None:
+    """Encoder + tokenizer in Hugging Face format (from_pretrained works), head and meta beside."""
+    from safetensors.torch import save_file
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = meta["labels"]
+    model.encoder.config.id2label = dict(enumerate(labels))
+    model.encoder.config.label2id = {n: i for i, n in enumerate(labels)}
+    model.encoder.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    save_file({k: v.contiguous() for k, v in model.head.state_dict().items()}, str(folder / "head.safetensors"))
+    (folder / "encoderlab.json").write_text(json.dumps({**meta, "pooling": model.pooling}, indent=2))
+
+
+def load(folder: Path) -> tuple[Classifier, object, dict]:
+    """A saved classifier (from `save`), ready for inference. Returns (model, tokenizer, meta)."""
+    from safetensors.torch import load_file
+    meta = json.loads((folder / "encoderlab.json").read_text())
+    encoder = _encoder(folder, AutoConfig.from_pretrained(folder), pretrained=True)
+    head_cfg = HeadConfig(**meta["head"])
+    model = Classifier(encoder, len(meta["labels"]), head_cfg, meta["pooling"])
+    model.head.load_state_dict(load_file(str(folder / "head.safetensors")))
+    model.eval()
+    return model, AutoTokenizer.from_pretrained(folder), meta

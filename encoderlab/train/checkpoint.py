@@ -1,0 +1,48 @@
+"""Checkpoints: weights (safetensors), optimizer/scheduler/RNG state (torch, weights_only), and
+the loop position (json). Written to a temp folder, then renamed: a checkpoint is whole or absent."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from encoderlab.store import atomic
+
+
+def save(folder: Path, model, optimizer, scheduler, state: dict) -> Path:
+    final = folder / f"step-{state['step']}"
+    tmp = folder / f".step-{state['step']}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state()}, tmp / "trainer.pt")
+    (tmp / "state.json").write_text(json.dumps(state, indent=2))
+    atomic.publish_dir(tmp, final)
+    return final
+
+
+def load_weights(folder: Path, model) -> None:
+    model.load_state_dict(load_file(str(folder / "model.safetensors")))
+
+
+def load(folder: Path, model, optimizer, scheduler) -> dict:
+    load_weights(folder, model)
+    trainer = torch.load(folder / "trainer.pt", weights_only=True)
+    optimizer.load_state_dict(trainer["optimizer"])
+    scheduler.load_state_dict(trainer["scheduler"])
+    torch.set_rng_state(trainer["torch_rng"])
+    return json.loads((folder / "state.json").read_text())
+
+
+def prune(folder: Path, keep_last: int, keep: set[str]) -> None:
+    """Delete all but the newest `keep_last` checkpoints and those named in `keep` (the best)."""
+    steps = sorted((p for p in folder.glob("step-*") if p.is_dir()), key=lambda p: int(p.name[5:]))
+    for p in steps[:-keep_last] if keep_last else steps:
+        if p.name not in keep:
+            shutil.rmtree(p, ignore_errors=True)

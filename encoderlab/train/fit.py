@@ -1,0 +1,331 @@
+"""The fine-tuning recipe: setup -> loop (train, evaluate, checkpoint) -> test the best -> save.
+
+One straight procedure, no Trainer class. Every evaluation is followed by a checkpoint, so the
+best model is always on disk; a killed run resumes from its newest checkpoint with the same
+batch order, RNG state and running train metrics."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from encoderlab import config as C
+from encoderlab import metrics as M
+from encoderlab.data.dataset import TaskData, load_data
+from encoderlab.encode.text import Encoded, collate, encode_split, eval_batches, padding_waste, train_batches
+from encoderlab.errors import StoreError
+from encoderlab.models import classifier
+from encoderlab.store import atomic
+from encoderlab.store.runs import Run, RunStore, now
+from encoderlab.train import checkpoint
+from encoderlab.train.optim import make_optimizer, make_scheduler
+
+Callback = Callable[[dict], None]
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise StoreError("train.device = 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, precision: str):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+@torch.inference_mode()
+def predict_logits(model, enc: Encoded, batch_size: int, pad_id: int, device, precision: str,
+                   progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """(N, num_labels) float32 logits in the original example order."""
+    model.eval()
+    out = np.empty((len(enc), model.head.net[-1].out_features), dtype=np.float32)
+    for idx in eval_batches(enc.lengths, batch_size):
+        batch = collate(enc, idx, pad_id)
+        batch.pop("labels")
+        with autocast(device, precision):
+            logits = model(**{k: v.to(device) for k, v in batch.items()})["logits"]
+        out[idx] = logits.float().cpu().numpy()
+        if progress:
+            progress(len(idx))
+    return out
+
+
+def evaluate(model, enc: Encoded, names: list[str], cfg: C.TrainConfig, pad_id: int, device,
+             weights: torch.Tensor | None = None) -> tuple[dict, np.ndarray]:
+    """Loss, accuracy, macro-F1 (and per-class detail) of a labelled split; also the logits."""
+    logits = predict_logits(model, enc, cfg.eval_batch_size, pad_id, device, cfg.precision)
+    labels = torch.from_numpy(enc.labels)
+    loss = torch.nn.functional.cross_entropy(torch.from_numpy(logits), labels,
+                                             weight=None if weights is None else weights.cpu()).item()
+    scores = M.classification(enc.labels, logits.argmax(1), names)
+    return {"loss": loss, **scores}, logits
+
+
+@dataclass
+class Setup:
+    """Everything a run needs in memory, built the same way for a new run and a resumed one."""
+    cfg: C.ExperimentConfig
+    data: TaskData
+    model: torch.nn.Module
+    tokenizer: object
+    enc: dict[str, Encoded]
+    device: torch.device
+    class_weights: torch.Tensor | None
+
+
+def setup(cfg: C.ExperimentConfig, store_root=None, label_names: list[str] | None = None) -> Setup:
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    torch.manual_seed(cfg.train.seed)
+    data, _ = load_data(cfg.data)
+    if label_names is not None and label_names != data.label_names:
+        raise StoreError("the data's labels changed since this run started; cannot resume it")
+    weights = None
+    if cfg.train.class_weights == "balanced":
+        counts = np.bincount(data.train.labels, minlength=len(data.label_names)).astype(np.float32)
+        weights = torch.from_numpy(len(data.train) / (len(counts) * np.maximum(counts, 1)))
+    device = pick_device(cfg.train.device)
+    model, tokenizer, _ = classifier.build(cfg.model, len(data.label_names), class_weights=weights,
+                                           label_smoothing=cfg.train.label_smoothing, store_root=store_root)
+    model.to(device)
+    enc = {s: encode_split(tokenizer, getattr(data, s), cfg.encode.max_length, cfg.encode.truncation)
+           for s in ("train", "validation", "test")}
+    return Setup(cfg, data, model, tokenizer, enc, device, weights)
+
+
+def _data_summary(s: Setup) -> dict:
+    d = s.data
+    top, base = d.majority_baseline("validation")
+    waste = padding_waste(s.enc["train"].lengths,
+                          train_batches(s.enc["train"].lengths, s.cfg.train.batch_size, 0, s.cfg.train.bucket))
+    return {"task": d.task, "num_labels": len(d.label_names),
+            "sizes": {k: len(getattr(d, k)) for k in ("train", "validation", "test")},
+            "majority_class": top, "majority_baseline_validation": base,
+            "majority_baseline_test": d.majority_baseline("test")[1],
+            "train_class_balance": d.class_balance("train"),
+            "mean_tokens": float(s.enc["train"].lengths.mean()),
+            "truncated_share": {k: e.at_limit / max(len(e), 1) for k, e in s.enc.items()},
+            "train_padding_waste": waste,
+            "parameters": sum(p.numel() for p in s.model.parameters())}
+
+
+class _Stop(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """`kill` (SIGTERM) stops a run the same clean way Ctrl-C does."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
+        callback: Callback | None = None, progress: bool = True) -> Run:
+    """Train (or continue) one run; returns it completed, or raises after marking it."""
+    if resume is not None:
+        cfg = resume.config()
+    s = setup(cfg, store.root, resume.labels() if resume else None)
+    tc = cfg.train
+    opt = make_optimizer(s.model, tc)
+    batches_per_epoch = math.ceil(len(s.enc["train"]) / tc.batch_size)
+    steps_per_epoch = math.ceil(batches_per_epoch / tc.grad_accum)
+    total = steps_per_epoch * tc.epochs
+    if tc.max_steps:
+        total = min(total, tc.max_steps)
+    sched = make_scheduler(opt, tc, total)
+
+    state = {"step": 0, "epoch": 0, "batch": 0, "best": None, "bad_evals": 0,
+             "train": {"loss": 0.0, "correct": 0, "seen": 0, "tokens": 0, "seconds": 0.0}}
+    if resume is None:
+        run = store.create(cfg, s.data.label_names, task=s.data.task, data=_data_summary(s))
+    else:
+        run = resume
+        if run.status == "completed":
+            raise StoreError(f"run {run.id} is already completed")
+        if run.checkpoints:
+            state = checkpoint.load(run.checkpoints[-1], s.model, opt, sched)
+        run.update(status="running", pid=os.getpid(), message=f"resumed at step {state['step']}")
+    emit = _emitter(run, callback)
+    pad_id = s.tokenizer.pad_token_id or 0
+    ckpt_dir = run.dir / "checkpoints"
+
+    def eval_and_save(epoch_float: float) -> bool:
+        """Validate, checkpoint, track the best; True when early stopping says stop."""
+        scores, _ = evaluate(s.model, s.enc["validation"], s.data.label_names, tc, pad_id, s.device,
+                             s.class_weights)
+        s.model.train()
+        emit({"split": "validation", "step": state["step"], "epoch": epoch_float,
+              "metrics": {k: scores[k] for k in ("loss", "accuracy", "macro_f1")},
+              "detail": {"per_class": scores["per_class"], "predicted_share": scores["predicted_share"]}})
+        value = scores[tc.metric]
+        better = state["best"] is None or (value < state["best"]["value"] if tc.metric == "loss"
+                                           else value > state["best"]["value"])
+        if better:
+            state["best"] = {"metric": tc.metric, "value": value, "step": state["step"], "epoch": epoch_float}
+            state["bad_evals"] = 0
+        else:
+            state["bad_evals"] += 1
+        checkpoint.save(ckpt_dir, s.model, opt, sched, state)
+        checkpoint.prune(ckpt_dir, tc.keep_checkpoints, {f"step-{state['best']['step']}"})
+        run.update(steps_done=state["step"], epochs_done=int(epoch_float),
+                   best_metric=tc.metric, best_value=state["best"]["value"])
+        return bool(tc.early_stopping) and state["bad_evals"] >= tc.early_stopping
+
+    bar = _Progress(progress, total, state["step"])
+    s.model.train()
+    try:
+        with _sigterm_as_interrupt(), bar:
+            for epoch in range(state["epoch"], tc.epochs):
+                batches = train_batches(s.enc["train"].lengths, tc.batch_size,
+                                        seed=tc.seed * 100003 + epoch, bucket=tc.bucket)
+                t0 = time.perf_counter()
+                tr = state["train"]
+                for b in range(state["batch"], len(batches), tc.grad_accum):
+                    group = batches[b:b + tc.grad_accum]
+                    n_ex = sum(len(g) for g in group)
+                    for idx in group:
+                        batch = {k: v.to(s.device) for k, v in collate(s.enc["train"], idx, pad_id).items()}
+                        with autocast(s.device, tc.precision):
+                            out = s.model(**batch)
+                        # weight each micro-batch by its share of the step's examples
+                        (out["loss"] * (len(idx) / n_ex)).backward()
+                        tr["loss"] += out["loss"].item() * len(idx)
+                        tr["correct"] += int((out["logits"].argmax(1) == batch["labels"]).sum())
+                        tr["seen"] += len(idx)
+                        tr["tokens"] += int(s.enc["train"].lengths[idx].sum())
+                    if tc.max_grad_norm:
+                        torch.nn.utils.clip_grad_norm_(s.model.parameters(), tc.max_grad_norm)
+                    opt.step()
+                    sched.step()
+                    opt.zero_grad(set_to_none=True)
+                    state["step"] += 1
+                    state["batch"] = b + len(group)
+                    bar.advance(epoch, tr["loss"] / max(tr["seen"], 1))
+                    done = tc.max_steps and state["step"] >= tc.max_steps
+                    if tc.eval_every_steps and state["step"] % tc.eval_every_steps == 0 and not done \
+                            and state["batch"] < len(batches):
+                        tr["seconds"] += time.perf_counter() - t0
+                        t0 = time.perf_counter()
+                        if eval_and_save(epoch + state["batch"] / len(batches)):
+                            raise _Stop
+                    elif tc.save_every_steps and state["step"] % tc.save_every_steps == 0 and not done:
+                        checkpoint.save(ckpt_dir, s.model, opt, sched, state)
+                        checkpoint.prune(ckpt_dir, tc.keep_checkpoints,
+                                         {f"step-{state['best']['step']}"} if state["best"] else set())
+                    if done:
+                        break
+                tr["seconds"] += time.perf_counter() - t0
+                frac = state["batch"] / len(batches)
+                emit({"split": "train", "step": state["step"], "epoch": epoch + frac,
+                      "metrics": {"loss": tr["loss"] / max(tr["seen"], 1),
+                                  "accuracy": tr["correct"] / max(tr["seen"], 1),
+                                  "lr": sched.get_last_lr()[0], "seconds": tr["seconds"],
+                                  "tokens_per_s": tr["tokens"] / max(tr["seconds"], 1e-9)}})
+                state.update(epoch=epoch + 1 if frac >= 1 else epoch, batch=0 if frac >= 1 else state["batch"],
+                             train={"loss": 0.0, "correct": 0, "seen": 0, "tokens": 0, "seconds": 0.0})
+                stop = eval_and_save(epoch + frac)
+                if stop or (tc.max_steps and state["step"] >= tc.max_steps):
+                    break
+    except _Stop:
+        pass
+    except KeyboardInterrupt:
+        run.update(status="interrupted", message=f"stopped at step {state['step']}")
+        raise
+    except BaseException as e:
+        run.update(status="failed", message=f"{type(e).__name__}: {e}"[:500])
+        raise
+    return _finish(run, s, state, pad_id, emit)
+
+
+def _finish(run: Run, s: Setup, state: dict, pad_id: int, emit) -> Run:
+    """Reload the best checkpoint, score validation and test, save predictions and the model."""
+    tc = s.cfg.train
+    best = run.dir / "checkpoints" / f"step-{state['best']['step']}"
+    checkpoint.load_weights(best, s.model)
+    pred_dir = run.dir / "predictions"
+    pred_dir.mkdir(exist_ok=True)
+    results = {}
+    for split in ("validation", "test"):
+        scores, logits = evaluate(s.model, s.enc[split], s.data.label_names, tc, pad_id, s.device,
+                                  s.class_weights)
+        results[split] = scores
+        emit({"split": f"final_{split}" if split == "validation" else "test", "step": state["best"]["step"],
+              "epoch": state["best"]["epoch"],
+              "metrics": {k: scores[k] for k in ("loss", "accuracy", "macro_f1")},
+              "detail": {"per_class": scores["per_class"], "predicted_share": scores["predicted_share"],
+                         "checkpoint": best.name}})
+        _write_predictions(pred_dir / f"{split}.csv", getattr(s.data, split), logits, s.data.label_names)
+    classifier.save(s.model, s.tokenizer, run.dir / "model",
+                    {"labels": s.data.label_names, "task": s.data.task, "head": C.to_dict(s.cfg.model.head),
+                     "max_length": s.cfg.encode.max_length, "truncation": s.cfg.encode.truncation,
+                     "best_checkpoint": best.name})
+    run.update(status="completed", finished=now(), test_accuracy=results["test"]["accuracy"],
+               test_macro_f1=results["test"]["macro_f1"], message="")
+    return run
+
+
+def _write_predictions(path: Path, split, logits: np.ndarray, names: list[str]) -> None:
+    import pandas as pd
+    probs = torch.softmax(torch.from_numpy(logits), 1).numpy()
+    df = pd.DataFrame({"label": [names[i] if i >= 0 else "" for i in split.labels],
+                       "predicted": [names[i] for i in probs.argmax(1)]})
+    for j, n in enumerate(names):
+        df[f"p_{n}"] = probs[:, j].round(6)
+    atomic.write_text(path, df.to_csv(index=False))
+
+
+def _emitter(run: Run, callback: Callback | None) -> Callback:
+    def emit(event: dict) -> None:
+        run.log(event)
+        if callback:
+            callback(event)
+    return emit
+
+
+class _Progress:
+    """A rich progress bar over optimizer steps (silent when disabled or not a terminal)."""
+
+    def __init__(self, enabled: bool, total: int, start: int):
+        self.enabled, self.total, self.start = enabled, total, start
+        self.bar = None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+            self.bar = Progress(TextColumn("[bold]train[/] epoch {task.fields[epoch]}"), BarColumn(),
+                                MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
+                                TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+            self.bar.__enter__()
+            self.task = self.bar.add_task("train", total=self.total, completed=self.start, epoch=1,
+                                          loss=float("nan"))
+        return self
+
+    def advance(self, epoch: int, loss: float) -> None:
+        if self.bar:
+            self.bar.update(self.task, advance=1, epoch=epoch + 1, loss=loss)
+
+    def __exit__(self, *exc):
+        if self.bar:
+            self.bar.__exit__(*exc)

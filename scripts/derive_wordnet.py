@@ -134,7 +134,8 @@ def word_forms(lemma: str, pos: str, irregular: dict) -> set[str]:
         if pos in "nv":
             forms |= {w + "s", w + "es", y + "es"}
         if pos == "v":
-            forms |= {w + "d", w + "ed", y + "ed", stem + "ing", w + w[-1] + "ed", w + w[-1] + "ing"}
+            forms |= {w + "d", w + "ed", y + "ed", stem + "ing"}
+            forms |= {w + w[-1] + "ed", w + w[-1] + "ing"}  # stop -> stopped, stopping
         if pos == "a":
             forms |= {stem + "er", stem + "est", y + "er", y + "est"}
         return forms
@@ -217,9 +218,9 @@ def summary(splits: dict[str, list[dict]], focus: str = "") -> str:
 
 README = """# Builtin datasets
 
-Derived from [WordNet 3.0](https://wordnet.princeton.edu/) under its license (`LICENSE-WordNet.txt`).
-`manifest.json` lists each dataset's task, columns, labels and split files (gzipped JSONL, rows in
-a fixed shuffled order). Regenerate them, byte for byte, with
+Derived from [WordNet 3.0](https://wordnet.princeton.edu/) under its license, see
+`LICENSE-WordNet.txt`. `manifest.json` lists each dataset's task, columns, labels and split files
+(gzipped JSONL, rows in a fixed shuffled order). Regenerate them, byte for byte, with
 
     python scripts/derive_wordnet.py --wordnet-dir /usr/share/wordnet --out encoderlab/data/builtin
 

@@ -130,7 +130,13 @@ def save(model: Classifier, tokenizer, folder: Path, meta: dict) -> None:
     labels = meta["labels"]
     model.encoder.config.id2label = dict(enumerate(labels))
     model.encoder.config.label2id = {n: i for i, n in enumerate(labels)}
-    model.encoder.save_pretrained(folder, safe_serialization=True)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()   # a one-shard "Writing model shards" bar is noise here
+    try:
+        model.encoder.save_pretrained(folder)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     tokenizer.save_pretrained(folder)
     save_file({k: v.contiguous() for k, v in model.head.state_dict().items()}, str(folder / "head.safetensors"))
     (folder / "encoderlab.json").write_text(json.dumps({**meta, "pooling": model.pooling}, indent=2))

@@ -1,0 +1,72 @@
+"""Shared fixtures: offline mode, a throwaway run store, tiny models, slices of real data."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import gzip  # noqa: E402
+import json  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from encoderlab import config as C  # noqa: E402
+from encoderlab.data import builtin  # noqa: E402
+
+torch.set_num_threads(2)
+
+# ~0.5M parameters: MiniLM's tokenizer (30,522 tokens) with a 2-layer, 16-wide BERT
+TINY_MODEL = {"path": "builtin:minilm-l6", "init": "random", "num_layers": 2, "hidden_size": 16,
+              "num_heads": 2, "intermediate_size": 32}
+
+
+@pytest.fixture
+def store(tmp_path):
+    from encoderlab.store.runs import RunStore
+    s = RunStore(tmp_path / "runs")
+    yield s
+    s.close()
+
+
+def real_rows(name: str, split: str, labels: set[str] | None = None, n: int | None = None) -> list[dict]:
+    """The first `n` rows of a builtin split (optionally only some labels): real data, small."""
+    path = builtin.get(name).files[split]
+    out = []
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            row = json.loads(line)
+            if labels is None or row["label"] in labels:
+                out.append(row)
+            if n and len(out) >= n:
+                break
+    return out
+
+
+@pytest.fixture(scope="session")
+def two_class_csv(tmp_path_factory):
+    """Real WordNet glosses of two categories (animals vs artifacts) as train/validation/test csv."""
+    import pandas as pd
+    folder = tmp_path_factory.mktemp("two_class")
+    keep = {"noun.animal", "noun.artifact"}
+    for split, n in (("train", 400), ("validation", 80), ("test", 80)):
+        rows = real_rows("wordnet-lexname", split, keep, n)
+        pd.DataFrame({"gloss": [r["text"] for r in rows], "category": [r["label"] for r in rows]}) \
+            .to_csv(folder / f"{split}.csv", index=False)
+    return folder
+
+
+def tiny_config(folder, **overrides) -> C.ExperimentConfig:
+    raw = {"name": "tiny",
+           "data": {"source": str(folder / "train.csv"), "validation": str(folder / "validation.csv"),
+                    "test": str(folder / "test.csv"), "text": "gloss", "label": "category"},
+           "encode": {"max_length": 48},
+           "model": dict(TINY_MODEL),
+           "train": {"epochs": 3, "batch_size": 16, "lr": 3e-3, "warmup_ratio": 0.1, "precision": "fp32",
+                     "threads": 2}}
+    for k, v in overrides.items():
+        C.set_dotted(raw, k.replace("__", "."), v)
+    return C.from_dict(C.ExperimentConfig, raw)

@@ -1,0 +1,96 @@
+"""Every supported family builds tiny from a config-only folder; the builtin loads real weights."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from encoderlab import config as C
+from encoderlab.errors import ConfigError
+from encoderlab.models import classifier, registry
+
+TINY = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+            max_position_embeddings=64)
+FAMILIES = {
+    "bert": {"model_type": "bert", **TINY},
+    "albert": {"model_type": "albert", "embedding_size": 8, **TINY},
+    "roberta": {"model_type": "roberta", **TINY, "pad_token_id": 0, "max_position_embeddings": 66},
+    "distilbert": {"model_type": "distilbert", "dim": 16, "n_layers": 2, "n_heads": 2, "hidden_dim": 32,
+                   "max_position_embeddings": 64},
+    "electra": {"model_type": "electra", "embedding_size": 8, **TINY},
+}
+
+
+@pytest.fixture(scope="module")
+def minilm_tokenizer_files():
+    return registry.resolve("builtin:minilm-l6")
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_family_builds_random_and_classifies(family, tmp_path, minilm_tokenizer_files):
+    folder = tmp_path / family
+    folder.mkdir()
+    for f in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(minilm_tokenizer_files / f, folder / f)
+    (folder / "config.json").write_text(json.dumps({**FAMILIES[family], "vocab_size": 30522}))
+    cfg = C.from_dict(C.ModelConfig, {"path": str(folder), "init": "random"})
+    model, tok, _ = classifier.build(cfg, 3)
+    batch = tok(["a dog", "a small grey cat"], padding=True, return_tensors="pt")
+    out = model(batch["input_ids"], batch["attention_mask"], labels=torch.tensor([0, 2]))
+    assert out["logits"].shape == (2, 3)
+    out["loss"].backward()
+    assert model.head.net[-1].weight.grad is not None
+    assert sum(p.numel() for p in model.parameters()) < 1_000_000
+
+
+def test_builtin_pretrained_weights_load_and_truncate():
+    cfg = C.from_dict(C.ModelConfig, {"path": "builtin:minilm-l6", "num_layers": 2})
+    model, tok, folder = classifier.build(cfg, 2)
+    assert len(model.encoder.encoder.layer) == 2
+    from safetensors.torch import load_file
+    ref = load_file(str(folder / "model.safetensors"))
+    key = [k for k in ref if k.endswith("layer.1.attention.self.query.weight")][0]
+    ours = dict(model.encoder.named_parameters())["encoder.layer.1.attention.self.query.weight"]
+    assert torch.equal(ref[key], ours.detach())           # real weights, not random
+    assert model.pooling == "mean"                         # sentence-transformers folder
+
+
+def test_random_init_differs_from_pretrained():
+    pre, _, _ = classifier.build(C.from_dict(C.ModelConfig, {"num_layers": 1}), 2)
+    torch.manual_seed(0)
+    rnd, _, _ = classifier.build(C.from_dict(C.ModelConfig, {"num_layers": 1, "init": "random"}), 2)
+    a = pre.encoder.embeddings.word_embeddings.weight
+    b = rnd.encoder.embeddings.word_embeddings.weight
+    assert a.shape == b.shape and not torch.allclose(a, b)
+
+
+def test_size_overrides_need_random_init():
+    with pytest.raises(ConfigError, match="random"):
+        classifier.build(C.from_dict(C.ModelConfig, {"hidden_size": 32}), 2)
+
+
+def test_bad_model_paths(tmp_path):
+    with pytest.raises(ConfigError, match="builtin"):
+        registry.resolve("builtin:nope")
+    with pytest.raises(ConfigError, match="not a folder"):
+        registry.resolve(str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="config.json"):
+        registry.resolve(str(tmp_path))
+
+
+def test_save_and_load_roundtrip(tmp_path):
+    cfg = C.from_dict(C.ModelConfig, {"init": "random", "num_layers": 1, "hidden_size": 16, "num_heads": 2,
+                                      "intermediate_size": 32, "head": {"type": "mlp", "hidden": 8}})
+    model, tok, _ = classifier.build(cfg, 2)
+    model.eval()
+    classifier.save(model, tok, tmp_path / "m", {"labels": ["x", "y"], "head": C.to_dict(cfg.head),
+                                                  "max_length": 32, "truncation": "longest_first"})
+    again, _, meta = classifier.load(tmp_path / "m")
+    batch = tok(["hello there"], return_tensors="pt")
+    with torch.no_grad():
+        a = model(batch["input_ids"], batch["attention_mask"])["logits"]
+        b = again(batch["input_ids"], batch["attention_mask"])["logits"]
+    assert torch.allclose(a, b) and meta["labels"] == ["x", "y"]

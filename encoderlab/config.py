@@ -7,6 +7,7 @@ key as the user typed it and the closest valid key.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import hashlib
@@ -236,7 +237,7 @@ def load(path: str | Path | None = None, overrides: typing.Iterable[str] = (),
     Relative data paths are resolved against the experiment file's folder so a config works from
     any working directory.
     """
-    raw = dict(base or {})
+    raw = copy.deepcopy(base or {})  # overrides must not change the caller's nested tables
     if path is not None:
         raw = load_raw(path)
         _resolve_paths(raw, Path(path).resolve().parent)

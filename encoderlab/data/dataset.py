@@ -144,14 +144,15 @@ def _label_key(s: str):
 
 
 def stratified_split(labels: np.ndarray, fractions: list[float], seed: int) -> list[np.ndarray]:
-    """Split indices into len(fractions)+1 parts (the rest first), keeping class shares."""
+    """Split indices into len(fractions)+1 parts (the rest first), keeping class shares; every
+    class keeps at least one example in the rest."""
     rng = np.random.default_rng(seed)
     parts: list[list[int]] = [[] for _ in range(len(fractions) + 1)]
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
         start = 0
         for k, f in enumerate(fractions, 1):
-            n = int(round(f * len(idx)))
+            n = max(0, min(int(round(f * len(idx))), len(idx) - start - 1))
             parts[k].extend(idx[start:start + n])
             start += n
         parts[0].extend(idx[start:])
@@ -159,10 +160,17 @@ def stratified_split(labels: np.ndarray, fractions: list[float], seed: int) -> l
 
 
 def _cap(split: Split, n: int, seed: int) -> Split:
+    """Exactly n examples, each class's share kept (within one example)."""
     if not n or len(split) <= n:
         return split
-    keep, = stratified_split(split.labels, [n / len(split)], seed)[1:]
-    return split.subset(keep)
+    rng = np.random.default_rng(seed)
+    # rank r of a class of size m sits at (r + 0.5) / m; the n lowest positions keep class shares
+    pos = np.empty(len(split))
+    for c in np.unique(split.labels):
+        idx = rng.permutation(np.flatnonzero(split.labels == c))
+        pos[idx] = (np.arange(len(idx)) + 0.5) / len(idx)
+    order = np.lexsort((rng.random(len(split)), pos))
+    return split.subset(np.sort(order[:n]))
 
 
 def load_data(cfg: DataConfig) -> tuple[TaskData, DataConfig]:
@@ -198,4 +206,4 @@ def load_data(cfg: DataConfig) -> tuple[TaskData, DataConfig]:
     return TaskData(cfg.task, names, **splits), cfg
 
 
-__all__ = ["Split", "TaskData", "load_data", "load_inputs", "stratified_split", "resolve_columns", "read_split"]
+__all__ = ["Split", "TaskData", "load_data", "stratified_split", "resolve_columns", "read_split"]

@@ -4,6 +4,7 @@ that names the file and, where one is at fault, the row (1-based, header not cou
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -42,8 +43,11 @@ def read_table(path: str | Path, fmt: str = "auto") -> pd.DataFrame:
         else:
             df = _read_delimited(path, "," if fmt == "csv" else "\t")
     except UnicodeDecodeError as e:
-        raise DataError(f"not UTF-8 text (byte {e.start}: {e.reason}); re-save it as UTF-8",
-                        file=str(path)) from None
+        line, col, reason = _first_bad_utf8(path) or (None, e.start, e.reason)
+        row = line if line is None or fmt == "jsonl" else (line - 1 or None)  # csv/tsv: header = line 1
+        where = " in the header" if line == 1 and fmt != "jsonl" else ""
+        raise DataError(f"not UTF-8 text{where} (byte {col} of the line: {reason}); re-save it as UTF-8",
+                        file=str(path), row=row) from None
     except DataError:
         raise
     except Exception as e:  # pyarrow / parser errors: keep the message, drop the deep traceback
@@ -59,11 +63,31 @@ def _read_delimited(path: Path, sep: str) -> pd.DataFrame:
         return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8",
                            compression="infer", quoting=3 if sep == "\t" else 0)
     except pd.errors.ParserError as e:
-        # pandas says "Error tokenizing data. C error: Expected 2 fields in line 7, saw 3"
-        raise DataError(f"malformed row: {e}".replace("Error tokenizing data. C error: ", ""),
-                        file=str(path)) from None
+        # pandas says "Error tokenizing data. C error: Expected 2 fields in line 7, saw 3"; line 7 of
+        # the file is data row 6 (the header is line 1)
+        msg = str(e).strip().replace("Error tokenizing data. C error: ", "")
+        m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", msg)
+        if m:
+            raise DataError(f"malformed row: expected {m[1]} fields, saw {m[3]}",
+                            file=str(path), row=int(m[2]) - 1) from None
+        raise DataError(f"malformed row: {msg}", file=str(path)) from None
     except pd.errors.EmptyDataError:
         raise DataError("file is empty", file=str(path)) from None
+
+
+def _first_bad_utf8(path: Path) -> tuple[int, int, str] | None:
+    """(1-based line, byte within the line, reason) of the first bytes that are not UTF-8."""
+    import bz2
+    import gzip
+    import lzma
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(path.suffix, open)
+    with opener(path, "rb") as fh:
+        for i, line in enumerate(fh, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return i, e.start, e.reason
+    return None
 
 
 def _read_jsonl(path: Path) -> pd.DataFrame:

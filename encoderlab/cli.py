@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import textwrap
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -18,13 +19,7 @@ from encoderlab.errors import EncoderlabError
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
 
-QUICKSTART = {
-    "name": "quickstart",
-    "data": {"source": "builtin:wordnet-lexname", "max_train": 4000},
-    "encode": {"max_length": 64},
-    "model": {"path": "builtin:minilm-l6", "init": "pretrained"},
-    "train": {"epochs": 3, "batch_size": 32, "lr": 1e-4, "warmup_ratio": 0.06},
-}
+QUICKSTART = Path(__file__).parent / "presets" / "quickstart.toml"
 
 
 def _store(args):
@@ -57,8 +52,9 @@ def print_rows(rows: list[dict], columns: list[tuple[str, str]], fmt: str = "tab
         w.writerows([[r.get(k) for k, _ in columns] for r in rows])
         return
     t = Table(title=title or None, title_justify="left")
-    for _, head in columns:
-        t.add_column(head, justify="right" if head not in ("id", "name", "status", "model", "group") else "left")
+    for key, head in columns:
+        numeric = all(isinstance(r.get(key), (int, float, type(None))) for r in rows)
+        t.add_column(head, justify="right" if numeric else "left")
     for r in rows:
         t.add_row(*[_fmt(r.get(k), DIGITS.get(k, 4)) for k, _ in columns])
     console.print(t)
@@ -121,10 +117,7 @@ def _after_run(args, run):
 
 
 def cmd_quickstart(args):
-    raw = json.loads(json.dumps(QUICKSTART))
-    for o in args.overrides:
-        C.set_dotted(raw, *C.parse_override(o))
-    cfg = C.from_dict(C.ExperimentConfig, raw)
+    cfg = C.load(QUICKSTART, args.overrides)
     if not args.quiet:
         console.print("[bold]encoderlab quickstart[/]: fine-tune MiniLM-L6 (pretrained) on builtin:"
                       f"{cfg.data.source.split(':')[-1]} (WordNet gloss -> lexicographer category); "
@@ -166,8 +159,14 @@ def cmd_show(args):
                   f"finished {info.get('finished') or '-'}")
     if info.get("message"):
         console.print(f"message: {info['message']}")
-    console.rule("resolved config")
-    console.print((run.dir / "config.toml").read_text().rstrip(), markup=False)
+    if args.config:
+        console.rule("resolved config")
+        console.print((run.dir / "config.toml").read_text().rstrip(), markup=False)
+    else:
+        changed = C.diff(run.config(), C.ExperimentConfig())
+        console.rule("config (differences from the defaults; --config for all)")
+        for k, v in changed.items():
+            console.print(f"{k} = {json.dumps(v)}", markup=False)
     data = info.get("data")
     if data:
         console.rule("data")
@@ -285,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
              "encoderlab show last --per-class")
     p.add_argument("run")
     p.add_argument("--per-class", action="store_true", help="also per-class precision/recall on test")
+    p.add_argument("--config", action="store_true", help="print the whole resolved config")
     _fmt_flag(p)
 
     p = _cmd(sub, "predict", cmd_predict, "label a csv/tsv/jsonl/parquet file with a run's model",

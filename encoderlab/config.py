@@ -264,6 +264,22 @@ def _resolve_paths(raw: dict, folder: Path) -> None:
             model["path"] = str((folder / v).resolve())
 
 
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def diff(cfg, base) -> dict[str, Any]:
+    """Dotted keys whose value in `cfg` differs from `base` (e.g. the defaults)."""
+    a, b = flatten(to_dict(cfg)), flatten(to_dict(base))
+    return {k: v for k, v in a.items() if b.get(k) != v}
+
+
 def config_hash(cfg: ExperimentConfig) -> str:
     """Hash of everything that changes the result (not the name or group)."""
     d = to_dict(cfg)

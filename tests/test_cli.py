@@ -51,7 +51,7 @@ def test_run_runs_show_predict(exp_file, two_class_csv, tmp_path, capsys):
 
     assert main(["--store", store, "show", run_id, "--per-class"]) == 0
     out = capsys.readouterr().out
-    assert "lr = 0.002" in out            # the resolved config, with the override applied
+    assert "train.lr = 0.002" in out      # the config's differences from defaults, override applied
     assert "val acc" in out and "noun.animal" in out
 
     assert main(["--store", store, "show", run_id, "--format", "json"]) == 0

@@ -1,0 +1,461 @@
+#!/usr/bin/env python
+"""Fine-tuning throughput: Hugging Face Trainer (two ways) vs encoderlab, same model/data/hyperparameters.
+
+  (a) hf-glue  HF Trainer as transformers' run_glue example runs by default: every example padded to
+               max_length, fp32, default_data_collator, AutoModelForSequenceClassification.
+  (b) hf-best  HF Trainer at its best on CPU: dynamic padding (DataCollatorWithPadding), length-grouped
+               sampling, bf16 autocast.
+  (c) encoderlab  encoderlab.train.fit.fit(cfg, RunStore(tmp)) with precision=bf16, bucket=true,
+               head.pooling=cls. Its per-epoch validation pass and checkpoint cannot be switched off and
+               are counted in its training wall time (they are part of its normal cost).
+
+Each variant runs in its own child process (a subprocess of this script, `--child VARIANT`), so peak RSS
+is per variant. All three read the same examples (encoderlab's `load_data` output) and use the same
+batch size, epochs, lr, warmup steps, weight decay, linear schedule, grad clipping, seed and max_length.
+
+Real tokens are counted the same way for all three: the non-pad token count of every training example
+(tokenized with truncation at max_length) x epochs. Real tokens/s = that / training wall time.
+
+    python bench/finetune_throughput.py                       # defaults: 3000 examples, 2 epochs
+    python bench/finetune_throughput.py --variants b,c --epochs 1 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+VARIANTS = {"a": "hf-glue (pad 128, fp32)", "b": "hf-best (dynamic, grouped, bf16)",
+            "c": "encoderlab (bf16, bucket)"}
+
+
+# ---------------------------------------------------------------------------------------------
+# child side: one variant per process
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident set of this process in MB: VmHWM (per address space, so not inflated by the
+    parent's pages at fork time), else ru_maxrss."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _common(spec: dict):
+    """Pin threads, load the shared examples, count real tokens. Returns (torch, data, tokenizer, info)."""
+    import torch
+    torch.set_num_threads(spec["threads"])
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+    hf_logging.set_verbosity_error()
+    from encoderlab.config import DataConfig
+    from encoderlab.data.dataset import load_data
+    from encoderlab.models import registry
+
+    folder = registry.resolve(spec["model"])
+    data, _ = load_data(DataConfig(source=spec["data"], max_train=spec["max_train"],
+                                   split_seed=spec["split_seed"]))
+    tok = AutoTokenizer.from_pretrained(folder)
+    lengths = [len(x) for x in tok(data.train.texts, truncation=True, max_length=spec["max_length"])["input_ids"]]
+    info = {"torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "n_train": len(data.train), "n_validation": len(data.validation),
+            "num_labels": len(data.label_names), "real_tokens_per_epoch": int(sum(lengths)),
+            "model_folder": str(folder)}
+    print(f"[{spec['variant']}] torch threads = {info['torch_threads']}, train = {info['n_train']}, "
+          f"validation = {info['n_validation']}, labels = {info['num_labels']}, "
+          f"real tokens/epoch = {info['real_tokens_per_epoch']}", flush=True)
+    return torch, data, folder, info
+
+
+class _CountingCollator:
+    """Wraps a collator; counts the padded and real token slots of training batches."""
+
+    def __init__(self, inner):
+        self.inner, self.active = inner, True
+        self.padded = self.real = self.batches = 0
+
+    def __call__(self, features):
+        batch = self.inner(features)
+        if self.active:
+            self.padded += batch["input_ids"].numel()
+            self.real += int(batch["attention_mask"].sum())
+            self.batches += 1
+        return batch
+
+
+def _training_args(spec: dict, out_dir: str, best: bool):
+    """TrainingArguments for this transformers version (v5 renamed group_by_length, no_cuda, ...)."""
+    import inspect
+    from transformers import TrainingArguments
+    params = inspect.signature(TrainingArguments.__init__).parameters
+    kw = dict(output_dir=out_dir, per_device_train_batch_size=spec["batch_size"],
+              per_device_eval_batch_size=spec["eval_batch_size"], num_train_epochs=spec["epochs"],
+              learning_rate=spec["lr"], lr_scheduler_type="linear", warmup_steps=spec["warmup_steps"],
+              weight_decay=spec["weight_decay"], max_grad_norm=spec["max_grad_norm"], seed=spec["seed"],
+              save_strategy="no", report_to="none", disable_tqdm=True, logging_strategy="no",
+              dataloader_num_workers=0, bf16=best)
+    kw["eval_strategy" if "eval_strategy" in params else "evaluation_strategy"] = "no"
+    if "use_cpu" in params:
+        kw["use_cpu"] = True
+    else:
+        kw["no_cuda"] = True
+    if best:
+        if "train_sampling_strategy" in params:          # transformers >= 5
+            kw["train_sampling_strategy"] = "group_by_length"
+        else:
+            kw["group_by_length"] = True
+    return TrainingArguments(**kw)
+
+
+def run_hf(spec: dict, best: bool) -> dict:
+    torch, data, folder, info = _common(spec)
+    import numpy as np
+    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
+                              Trainer, default_data_collator, set_seed)
+
+    t_e2e = time.perf_counter()
+    tok = AutoTokenizer.from_pretrained(folder)
+    padding = False if best else "max_length"
+
+    def dataset(split):
+        enc = tok(split.texts, padding=padding, max_length=spec["max_length"], truncation=True)
+        keys = list(enc.keys())
+        return [{**{k: enc[k][i] for k in keys}, "labels": int(split.labels[i])} for i in range(len(split))]
+
+    train_ds, val_ds = dataset(data.train), dataset(data.validation)
+    names = data.label_names
+    set_seed(spec["seed"])
+    model = AutoModelForSequenceClassification.from_pretrained(
+        folder, num_labels=len(names), id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)})
+    collator = _CountingCollator(DataCollatorWithPadding(tok) if best else default_data_collator)
+    with tempfile.TemporaryDirectory(prefix="bench-hf-") as out_dir:
+        args = _training_args(spec, out_dir, best)
+        trainer = Trainer(model=model, args=args, train_dataset=train_ds, data_collator=collator,
+                          processing_class=tok)
+        t0 = time.perf_counter()
+        out = trainer.train()
+        train_wall = time.perf_counter() - t0
+        collator.active = False
+        pred = trainer.predict(val_ds)
+    acc = float((np.asarray(pred.predictions).argmax(-1) == data.validation.labels).mean())
+    e2e = time.perf_counter() - t_e2e
+    return {**info, "train_wall": train_wall, "e2e_wall": e2e, "padded_tokens": collator.padded,
+            "counted_real_tokens": collator.real, "train_batches": collator.batches,
+            "steps": int(out.global_step), "hf_train_runtime": out.metrics.get("train_runtime"),
+            "val_accuracy": acc, "train_loss": out.metrics.get("train_loss"),
+            "optimizer": type(trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer")
+                              else trainer.optimizer).__name__}
+
+
+def run_encoderlab(spec: dict) -> dict:
+    torch, data, folder, info = _common(spec)
+    from encoderlab import config as C
+    from encoderlab.store.runs import RunStore
+    from encoderlab.train import checkpoint as CK
+    from encoderlab.train import fit as F
+
+    # Instrumentation only (this process, nothing in the package changes): count training batch slots,
+    # time the in-training validation passes and checkpoints.
+    clock = {"eval_in_train": 0.0, "ckpt": 0.0, "last_ckpt_end": None, "finishing": False,
+             "in_eval": False, "padded": 0, "real": 0, "batches": 0}
+    orig_collate, orig_predict = F.collate, F.predict_logits
+    orig_save, orig_prune, orig_load_weights = CK.save, CK.prune, CK.load_weights
+
+    def collate(enc, idx, pad_id):
+        batch = orig_collate(enc, idx, pad_id)
+        if not clock["in_eval"]:
+            clock["padded"] += batch["input_ids"].numel()
+            clock["real"] += int(batch["attention_mask"].sum())
+            clock["batches"] += 1
+        return batch
+
+    def predict_logits(*a, **k):
+        t = time.perf_counter()
+        clock["in_eval"] = True
+        try:
+            return orig_predict(*a, **k)
+        finally:
+            clock["in_eval"] = False
+            if not clock["finishing"]:
+                clock["eval_in_train"] += time.perf_counter() - t
+
+    def timed(fn):
+        def wrapper(*a, **k):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                now = time.perf_counter()
+                if not clock["finishing"]:
+                    clock["ckpt"] += now - t
+                    clock["last_ckpt_end"] = now
+        return wrapper
+
+    def load_weights(*a, **k):   # first call of _finish (reload the best checkpoint)
+        clock["finishing"] = True
+        return orig_load_weights(*a, **k)
+
+    F.collate, F.predict_logits = collate, predict_logits
+    CK.save, CK.prune, CK.load_weights = timed(orig_save), timed(orig_prune), load_weights
+
+    events = []
+
+    def callback(ev):
+        events.append({**ev, "_t": time.perf_counter()})
+
+    cfg = C.from_dict(C.ExperimentConfig, {
+        "name": "bench-finetune-throughput",
+        "data": {"source": spec["data"], "max_train": spec["max_train"], "split_seed": spec["split_seed"]},
+        "encode": {"max_length": spec["max_length"]},
+        "model": {"path": spec["model"], "head": {"type": "linear", "pooling": "cls", "dropout": 0.1}},
+        "train": {"epochs": spec["epochs"], "batch_size": spec["batch_size"],
+                  "eval_batch_size": spec["eval_batch_size"], "lr": spec["lr"],
+                  "warmup_steps": spec["warmup_steps"], "weight_decay": spec["weight_decay"],
+                  "schedule": "linear", "max_grad_norm": spec["max_grad_norm"], "precision": "bf16",
+                  "seed": spec["seed"], "device": "cpu", "threads": spec["threads"], "bucket": True},
+    })
+    with tempfile.TemporaryDirectory(prefix="bench-encoderlab-") as root:
+        t_e2e = time.perf_counter()
+        run = F.fit(cfg, RunStore(root), progress=False, callback=callback)
+        e2e = time.perf_counter() - t_e2e
+        status = run.status
+    train_ev = [e for e in events if e["split"] == "train"]
+    val_ev = [e for e in events if e["split"] == "validation"]
+    final_ev = [e for e in events if e["split"] == "final_validation"]
+    test_ev = [e for e in events if e["split"] == "test"]
+    loop = sum(e["metrics"]["seconds"] for e in train_ev)
+    start = train_ev[0]["_t"] - train_ev[0]["metrics"]["seconds"]
+    train_wall = clock["last_ckpt_end"] - start
+    return {**info, "train_wall": train_wall, "e2e_wall": e2e, "padded_tokens": clock["padded"],
+            "counted_real_tokens": clock["real"], "train_batches": clock["batches"],
+            "steps": int(train_ev[-1]["step"]), "loop_seconds": loop,
+            "eval_in_train_seconds": clock["eval_in_train"], "checkpoint_seconds": clock["ckpt"],
+            "other_in_train_seconds": train_wall - loop - clock["eval_in_train"] - clock["ckpt"],
+            "val_accuracy": val_ev[-1]["metrics"]["accuracy"],
+            "val_accuracy_per_epoch": [e["metrics"]["accuracy"] for e in val_ev],
+            "best_checkpoint_val_accuracy": final_ev[-1]["metrics"]["accuracy"] if final_ev else None,
+            "test_accuracy": test_ev[-1]["metrics"]["accuracy"] if test_ev else None,
+            "train_loss": train_ev[-1]["metrics"]["loss"], "run_status": status,
+            "encoderlab_tokens_per_s": [e["metrics"]["tokens_per_s"] for e in train_ev]}
+
+
+def child_main(variant: str, spec: dict, out_path: str) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    spec = {**spec, "variant": variant}
+    if variant == "a":
+        res = run_hf(spec, best=False)
+    elif variant == "b":
+        res = run_hf(spec, best=True)
+    else:
+        res = run_encoderlab(spec)
+    res["peak_rss_mb"] = _peak_rss_mb()
+    res["variant"] = variant
+    Path(out_path).write_text(json.dumps(res, indent=2))
+
+
+# ---------------------------------------------------------------------------------------------
+# parent side
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                fl = set(line.split(":", 1)[1].split())
+                return ",".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in fl)
+    except OSError:
+        pass
+    return ""
+
+
+def run_child(variant: str, spec: dict) -> dict:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(spec["threads"]),
+           "MKL_NUM_THREADS": str(spec["threads"]), "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))}
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
+        out = fh.name
+    try:
+        t = time.perf_counter()
+        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", variant,
+                               "--spec", json.dumps(spec), "--child-out", out], env=env)
+        if proc.returncode != 0:
+            raise SystemExit(f"variant {variant} failed (exit {proc.returncode})")
+        res = json.loads(Path(out).read_text())
+        res["process_wall"] = time.perf_counter() - t
+        return res
+    finally:
+        Path(out).unlink(missing_ok=True)
+
+
+def table(results: dict, spec: dict) -> str:
+    rows = [("variant", "real tok/s", "padded tok/s", "train wall s", "peak RSS MB", "val acc %",
+             "pad share %", "e2e wall s")]
+    for v, r in results.items():
+        real = r["real_tokens_per_epoch"] * spec["epochs"]
+        rows.append((f"({v}) {VARIANTS[v]}", f"{real / r['train_wall']:,.0f}",
+                     f"{r['padded_tokens'] / r['train_wall']:,.0f}", f"{r['train_wall']:.1f}",
+                     f"{r['peak_rss_mb']:,.0f}", f"{100 * r['val_accuracy']:.2f}",
+                     f"{100 * (1 - real / r['padded_tokens']):.1f}" if r["padded_tokens"] else "-",
+                     f"{r['e2e_wall']:.1f}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) + " |"
+             for row in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 1) + (":" if i else "-") for i, w in enumerate(widths)) + "|")
+    return "\n".join(lines)
+
+
+def ratios(results: dict, spec: dict) -> list[str]:
+    out = []
+    if "c" not in results:
+        return out
+    tps = {v: r["real_tokens_per_epoch"] * spec["epochs"] / r["train_wall"] for v, r in results.items()}
+    c = results["c"]
+    for other, target in (("a", 3.0), ("b", 1.3)):
+        if other in results:
+            ratio = tps["c"] / tps[other]
+            dacc = 100 * (c["val_accuracy"] - results[other]["val_accuracy"])
+            out.append(f"(c)/({other}) real-token throughput: {ratio:.2f}x (target >= {target}x: "
+                       f"{'met' if ratio >= target else 'NOT met'}); val accuracy (c)-({other}): "
+                       f"{dacc:+.2f} points (target within 0.5: {'met' if abs(dacc) <= 0.5 else 'NOT met'})")
+    loop_tps = c["real_tokens_per_epoch"] * spec["epochs"] / c["loop_seconds"]
+    out.append(f"(c) training wall {c['train_wall']:.1f} s = train loop {c['loop_seconds']:.1f} s + per-epoch "
+               f"validation {c['eval_in_train_seconds']:.1f} s + checkpoints {c['checkpoint_seconds']:.1f} s + "
+               f"other {c['other_in_train_seconds']:.1f} s; loop-only real tok/s {loop_tps:,.0f}"
+               + "".join(f", loop-only (c)/({o}) {loop_tps / tps[o]:.2f}x" for o in ("a", "b") if o in results))
+    out.append(f"(c) validation accuracy per epoch: "
+               f"{', '.join(f'{100 * a:.2f}' for a in c['val_accuracy_per_epoch'])}; best-checkpoint "
+               f"validation {100 * c['best_checkpoint_val_accuracy']:.2f}, test {100 * c['test_accuracy']:.2f}")
+    return out
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    default_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    p.add_argument("--variants", default="a,b,c", help="comma list of a, b, c (default a,b,c)")
+    p.add_argument("--max-train", type=int, default=3000, help="training examples, stratified (default 3000)")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--threads", type=int, default=default_threads, help="torch threads in every child "
+                   f"(default: all cores = {default_threads})")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--eval-batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--warmup-ratio", type=float, default=0.1,
+                   help="warmup steps = int(ratio x total steps), passed as a step count to all three")
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--max-grad-norm", type=float, default=1.0)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", default="builtin:wordnet-lexname")
+    p.add_argument("--model", default="builtin:minilm-l6")
+    p.add_argument("--json", help="write all results (and the settings) to this JSON file")
+    p.add_argument("--results-md", default="auto",
+                   help="markdown results file; 'auto' = bench/results/finetune_throughput-<setup>.md "
+                        "when all three variants ran, 'none' = do not write")
+    p.add_argument("--setup", help="name of the setup in the results file name (default from CPU/threads/size)")
+    p.add_argument("--child", choices=list(VARIANTS), help=argparse.SUPPRESS)
+    p.add_argument("--spec", help=argparse.SUPPRESS)
+    p.add_argument("--child-out", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        child_main(args.child, json.loads(args.spec), args.child_out)
+        return 0
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad:
+        raise SystemExit(f"--variants: unknown {bad}; choose from a, b, c")
+    # steps per epoch are the same for all three: ceil(N / batch) with the last partial batch kept
+    sys.path.insert(0, str(REPO))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import math
+    from encoderlab.config import DataConfig
+    from encoderlab.data.dataset import load_data
+    n_train = len(load_data(DataConfig(source=args.data, max_train=args.max_train))[0].train)
+    total = math.ceil(n_train / args.batch_size) * args.epochs
+    spec = {"data": args.data, "model": args.model, "max_train": args.max_train, "split_seed": 0,
+            "epochs": args.epochs, "batch_size": args.batch_size, "eval_batch_size": args.eval_batch_size,
+            "lr": args.lr, "warmup_steps": int(args.warmup_ratio * total), "weight_decay": args.weight_decay,
+            "max_grad_norm": args.max_grad_norm, "max_length": args.max_length, "seed": args.seed,
+            "threads": args.threads}
+    command = "python bench/finetune_throughput.py" + "".join(f" {a}" for a in (sys.argv[1:] if argv is None else argv))
+    when = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    header = (f"date {when} | CPU {cpu_name()} ({os.cpu_count()} logical, {cpu_flags()}) | torch threads "
+              f"{args.threads} | python {platform.python_version()}")
+    print(header)
+    print(f"settings: {json.dumps(spec)} ({total} optimizer steps)", flush=True)
+    results = {}
+    for v in variants:
+        print(f"\n=== ({v}) {VARIANTS[v]} ===", flush=True)
+        results[v] = run_child(v, spec)
+        r = results[v]
+        print(f"[{v}] train wall {r['train_wall']:.1f} s, val acc {100 * r['val_accuracy']:.2f}, "
+              f"peak RSS {r['peak_rss_mb']:.0f} MB, threads {r['torch_threads']}", flush=True)
+    import torch
+    import transformers
+    versions = f"torch {torch.__version__}, transformers {transformers.__version__}"
+    for v, r in results.items():
+        if r["counted_real_tokens"] != r["real_tokens_per_epoch"] * args.epochs:
+            print(f"warning: ({v}) batches held {r['counted_real_tokens']} real tokens, expected "
+                  f"{r['real_tokens_per_epoch'] * args.epochs}")
+    tab = table(results, spec)
+    rat = ratios(results, spec)
+    print("\n" + tab + "\n")
+    for line in rat:
+        print(line)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"command": command, "date": when, "cpu": cpu_name(),
+                                               "versions": versions, "settings": spec,
+                                               "results": results}, indent=2))
+    md = args.results_md
+    if md == "auto":
+        md = None
+        if set(variants) == set(VARIANTS):
+            setup = args.setup or f"{args.threads}t-n{args.max_train}-e{args.epochs}"
+            md = str(HERE / "results" / f"finetune_throughput-{setup}.md")
+    elif md == "none":
+        md = None
+    if md:
+        Path(md).parent.mkdir(parents=True, exist_ok=True)
+        Path(md).write_text(
+            f"# Fine-tuning throughput: HF Trainer vs encoderlab\n\n"
+            f"Command (from the repository root, venv active):\n\n    {command}\n\n"
+            f"- {header}\n- {versions}\n- settings: `{json.dumps(spec)}`, {total} optimizer steps per variant\n"
+            f"- real tokens per epoch: {next(iter(results.values()))['real_tokens_per_epoch']:,}\n\n"
+            f"{tab}\n\n" + "\n".join(f"- {line}" for line in rat) + "\n\n"
+            f"Columns are described in [../README.md](../README.md).\n")
+        print(f"\nwrote {md}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -141,6 +141,38 @@ def cmd_resume(args):
     _after_run(args, run)
 
 
+def cmd_sweep(args):
+    from encoderlab import sweep as S
+    store = _store(args)
+    points = S.expand(args.file, args.overrides)
+    steps = S.plan(store, points)
+    if args.dry_run:
+        rows = [{"n": i + 1, "name": p.cfg.name, "group": p.cfg.group, "action": a,
+                 "run": r.id if r else "-", **{k: v for k, v in p.varied.items()}}
+                for i, (p, a, r) in enumerate(steps)]
+        keys = list(points[0].varied) if points else []
+        print_rows(rows, [("n", "#"), ("name", "name"), *[(k, k) for k in keys], ("action", "action"),
+                          ("run", "run")], args.format)
+        todo = sum(a in ("start", "resume") for _, a, _ in steps)
+        console.print(f"{len(points)} runs in group '{points[0].cfg.group if points else '-'}': "
+                      f"{todo} to run, {len(points) - todo} done or busy")
+        return
+
+    def on_point(i, n, point, action):
+        verb = {"skip": "done, skipping", "busy": "running elsewhere, skipping",
+                "resume": "resuming", "start": "starting"}[action]
+        console.rule(f"[bold]sweep {i + 1}/{n}[/] {point.label}: {verb}")
+
+    try:
+        runs = S.run_sweep(points, store, progress=not args.quiet, on_point=on_point)
+    except KeyboardInterrupt:
+        err.print(f"[yellow]interrupted[/]; re-run `encoderlab sweep {args.file}` to continue "
+                  "(finished runs are skipped, the interrupted one resumes)")
+        sys.exit(130)
+    console.print(f"sweep complete: {len(runs)} runs in group '{points[0].cfg.group}'. "
+                  f"Compare them: encoderlab compare --group {points[0].cfg.group}")
+
+
 def cmd_runs(args):
     rows = _store(args).list(name=args.name, status=args.status, group=args.group, limit=args.limit)
     cols = [("id", "id"), ("name", "name"), ("status", "status"), ("model", "model"), ("init", "init"),
@@ -266,6 +298,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotted overrides key=value (TOML values)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-eval lines")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    p = _cmd(sub, "sweep", cmd_sweep, "run every point of an experiment's [sweep] (grid x seeds x folds)",
+             "encoderlab sweep examples/pre-vs-npre.toml --dry-run")
+    p.add_argument("file", help="experiment TOML file with a [sweep] table")
+    p.add_argument("overrides", nargs="*", help="dotted overrides applied to every point")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and what would happen to each")
+    p.add_argument("--quiet", action="store_true", help="no per-run progress bars")
+    _fmt_flag(p)
 
     p = _cmd(sub, "resume", cmd_resume, "continue an interrupted run from its newest checkpoint",
              "encoderlab resume 20261123-101500-quickstart-1a2b")

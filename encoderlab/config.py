@@ -51,6 +51,8 @@ class DataConfig:
     test_fraction: float = opt(0.1, "share of source held out for test when no file")
     split_seed: int = opt(0, "seed of the stratified split (independent of train.seed)")
     max_train: int = opt(0, "use at most this many training examples (stratified); 0 = all")
+    folds: int = opt(0, "k-fold: validation = fold `fold` of the training data (stratified); 0 = off")
+    fold: int = opt(0, "which fold (0 .. folds-1) is held out for validation when folds > 0")
     max_eval: int = opt(0, "use at most this many validation/test examples; 0 = all")
 
 
@@ -240,6 +242,7 @@ def load(path: str | Path | None = None, overrides: typing.Iterable[str] = (),
     raw = copy.deepcopy(base or {})  # overrides must not change the caller's nested tables
     if path is not None:
         raw = load_raw(path)
+        raw.pop("sweep", None)   # the sweep table is read by encoderlab.sweep, not part of a run
         _resolve_paths(raw, Path(path).resolve().parent)
     for o in overrides:
         set_dotted(raw, *parse_override(o))

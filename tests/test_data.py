@@ -490,3 +490,21 @@ def test_unknown_builtin_suggests_close_name(typo, suggestion):
 def test_unknown_builtin_lists_available():
     e = data_error(builtin.get, "sst2")
     assert "wordnet-lexname" in str(e) and "wordnet-usage" in str(e)
+
+
+def test_k_fold_partitions_training_data_and_keeps_test_fixed(tmp_path):
+    from encoderlab.config import DataConfig
+    from encoderlab.data.dataset import load_data
+    base = dict(source="builtin:wordnet-lexname", max_train=500, max_eval=100)
+    whole, _ = load_data(DataConfig(**base))
+    seen_val = []
+    for i in range(5):
+        d, _ = load_data(DataConfig(**base, folds=5, fold=i))
+        assert d.test.texts == whole.test.texts                       # test split fixed
+        assert len(d.train) + len(d.validation) == len(whole.train)   # folds partition train
+        assert not set(d.train.texts) & set(d.validation.texts)
+        seen_val.extend(d.validation.texts)
+        assert abs(len(d.validation) - 100) <= 5
+    assert sorted(seen_val) == sorted(whole.train.texts)              # every example validated once
+    with pytest.raises(DataError, match="outside"):
+        load_data(DataConfig(**base, folds=5, fold=5))

@@ -159,6 +159,19 @@ def stratified_split(labels: np.ndarray, fractions: list[float], seed: int) -> l
     return [np.sort(np.array(p, dtype=np.int64)) for p in parts]
 
 
+def fold_ids(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Stratified fold id (0..k-1) per example: each class dealt round-robin after a shuffle."""
+    rng = np.random.default_rng(seed)
+    out = np.empty(len(labels), dtype=np.int64)
+    offset = 0
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        # continue the round-robin across classes so small classes don't all land in fold 0
+        out[idx] = (np.arange(len(idx)) + offset) % k
+        offset += len(idx)
+    return out
+
+
 def _cap(split: Split, n: int, seed: int) -> Split:
     """Exactly n examples, each class's share kept (within one example)."""
     if not n or len(split) <= n:
@@ -177,7 +190,13 @@ def load_data(cfg: DataConfig) -> tuple[TaskData, DataConfig]:
     """Read and validate all splits. Returns the data and the config with paths resolved."""
     cfg = resolve_columns(cfg)
     train, names = read_split(cfg.source, cfg, "train", None)
-    need = [f for f, path in (("validation", cfg.validation), ("test", cfg.test)) if not path]
+    if cfg.folds and not 0 <= cfg.fold < cfg.folds:
+        raise DataError(f"data.fold = {cfg.fold} is outside 0 .. {cfg.folds - 1} (data.folds = {cfg.folds})")
+    if cfg.folds == 1:
+        raise DataError("data.folds = 1 holds nothing out; use 0 (off) or k >= 2")
+    # with k-fold, validation comes from the training data, so no validation file/fraction is used
+    need = [f for f, path in (("validation", cfg.validation), ("test", cfg.test))
+            if not path and not (f == "validation" and cfg.folds)]
     if need:
         fracs = [cfg.validation_fraction if f == "validation" else cfg.test_fraction for f in need]
         if sum(fracs) >= 0.9:
@@ -189,7 +208,12 @@ def load_data(cfg: DataConfig) -> tuple[TaskData, DataConfig]:
         train = train.subset(parts[0])
     else:
         held = {}
-    splits = {"train": train}
+    splits = {"train": _cap(train, cfg.max_train, cfg.split_seed)}
+    if cfg.folds:
+        fold_of = fold_ids(splits["train"].labels, cfg.folds, cfg.split_seed)
+        held["validation"] = splits["train"].subset(np.flatnonzero(fold_of == cfg.fold))
+        held["validation"].name = "validation"
+        splits["train"] = splits["train"].subset(np.flatnonzero(fold_of != cfg.fold))
     for f in ("validation", "test"):
         if f in held:
             splits[f] = held[f]
@@ -197,7 +221,6 @@ def load_data(cfg: DataConfig) -> tuple[TaskData, DataConfig]:
             splits[f], _ = read_split(getattr(cfg, f), cfg, f, names)
     if len(np.unique(splits["train"].labels)) < 2:
         raise DataError("training data has fewer than 2 distinct labels", file=cfg.source, field=cfg.label)
-    splits["train"] = _cap(splits["train"], cfg.max_train, cfg.split_seed)
     for f in ("validation", "test"):
         splits[f] = _cap(splits[f], cfg.max_eval, cfg.split_seed)
         if len(splits[f]) == 0:
@@ -206,4 +229,4 @@ def load_data(cfg: DataConfig) -> tuple[TaskData, DataConfig]:
     return TaskData(cfg.task, names, **splits), cfg
 
 
-__all__ = ["Split", "TaskData", "load_data", "stratified_split", "resolve_columns", "read_split"]
+__all__ = ["Split", "TaskData", "load_data", "stratified_split", "resolve_columns", "read_split", "fold_ids"]

@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from encoderlab import config as C
@@ -74,15 +75,19 @@ def print_run_summary(run, fmt: str = "table") -> None:
         return
     print_rows(rows, EPOCH_COLUMNS, fmt, title=f"run {run.id}")
     data = info.get("data", {})
-    base = data.get("majority_baseline_test")
+    top = data.get("majority_class")
+    for split, key in (("final_validation", "majority_baseline_validation"), ("test", "majority_baseline_test")):
+        if split not in final:
+            continue
+        m, base = final[split], data.get(key)
+        name = "validation" if split == "final_validation" else "test"
+        line = f"{name} accuracy [bold]{m['accuracy']:.4f}[/]  macro-F1 {m['macro_f1']:.4f}"
+        if base is not None:
+            line += f"   majority-class baseline {base:.4f} (always '{escape(str(top))}')"
+        console.print(line)
     if "test" in final:
-        t = final["test"]
-        console.print(f"test accuracy [bold]{t['accuracy']:.4f}[/]  macro-F1 {t['macro_f1']:.4f}  "
-                      f"(best checkpoint {t.get('checkpoint', '-')}, chosen on validation "
-                      f"{info.get('best_metric')} = {_fmt(info.get('best_value'))})")
-    if base is not None:
-        console.print(f"majority-class baseline: test {base:.4f}, validation "
-                      f"{data.get('majority_baseline_validation', 0):.4f} (always '{data.get('majority_class')}')")
+        console.print(f"scores of the best checkpoint ({final['test'].get('checkpoint', '-')}), chosen on "
+                      f"validation {info.get('best_metric')}")
 
 
 # -- verbs ---------------------------------------------------------------------------------------

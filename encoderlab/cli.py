@@ -178,6 +178,80 @@ def cmd_sweep(args):
                   f"Compare them: encoderlab compare --group {points[0].cfg.group}")
 
 
+def _select(args, status="completed"):
+    from encoderlab.analysis import compare as CMP
+    from encoderlab.errors import StoreError
+    runs = CMP.select(_store(args), group=args.group, ids=args.runs or None, name=args.name,
+                      status=args.status or status)
+    if not runs:
+        raise StoreError("no runs match; see `encoderlab runs` (only completed runs are compared "
+                         "unless --status any)")
+    return runs
+
+
+def _emit(table, fmt):
+    """A compare Table: rich table for people, markdown/csv/json for machines; then its notes."""
+    if fmt == "table":
+        table.print(console)
+    else:
+        print(table.render(fmt), end="" if fmt in ("csv", "json") else "\n")
+    if fmt in ("table", "markdown"):
+        if getattr(table, "fixed", None):
+            console.print("fixed: " + ", ".join(f"{k}={v}" for k, v in list(table.fixed.items())[:12])
+                          + (" ..." if len(table.fixed) > 12 else ""), markup=False)
+        for w in getattr(table, "warnings", []):
+            console.print(f"[yellow]note:[/] {escape(w)}")
+
+
+def cmd_compare(args):
+    from encoderlab.analysis import compare as CMP
+    runs = _select(args)
+    if args.paired:
+        key, a, b = args.paired
+        side_a, side_b = CMP.split_by(runs, key, [a, b])
+        result = CMP.paired(side_a, side_b, metric=args.metric, split=args.split)
+        if args.format == "json":
+            print(json.dumps(result.to_dict(), indent=2, default=str))
+            return
+        for t in (result.summary_table(), result.tests_table(), result.pairs_table()):
+            _emit(t, args.format)
+        if result.unmatched:
+            _emit(result.unmatched_table(), args.format)
+        for w in result.warnings:
+            console.print(f"[yellow]note:[/] {escape(w)}")
+        return
+    if args.epochs:
+        table = CMP.epochs_side_by_side(runs)
+    elif args.checkpoints:
+        for run in runs:
+            _emit(CMP.checkpoint_table(run), args.format)
+        return
+    elif args.by_dataset:
+        table = CMP.dataset_table(runs, metric=args.metric, split=args.split)
+    else:
+        table = CMP.config_table(runs, metric=args.metric)
+    _emit(table, args.format)
+
+
+def cmd_report(args):
+    from encoderlab.analysis import report as REP
+    runs = _select(args, status="any")
+    out = Path(args.output)
+    title = args.title or (f"encoderlab report: {args.group}" if args.group else "encoderlab report")
+    if out.suffix.lower() in (".md", ".markdown"):
+        REP.write_markdown(runs, out, title)
+    else:
+        REP.write_html(runs, out, title)
+    console.print(f"wrote {out} ({len(runs)} runs)")
+
+
+def _selection_flags(p):
+    p.add_argument("runs", nargs="*", help="run ids (or unique prefixes/suffixes); default: all matching")
+    p.add_argument("--group", help="runs of this group (pattern, * wildcard), e.g. a sweep")
+    p.add_argument("--name", help="runs whose name matches (pattern, * wildcard)")
+    p.add_argument("--status", help="only runs with this status (default: completed; 'any' for all)")
+
+
 def cmd_runs(args):
     rows = _store(args).list(name=args.name, status=args.status, group=args.group, limit=args.limit)
     cols = [("id", "id"), ("name", "name"), ("status", "status"), ("model", "model"), ("init", "init"),
@@ -311,6 +385,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="list the runs and what would happen to each")
     p.add_argument("--quiet", action="store_true", help="no per-run progress bars")
     _fmt_flag(p)
+
+    p = _cmd(sub, "compare", cmd_compare,
+             "compare runs: mean ± std per configuration, datasets, epochs, checkpoints, paired tests",
+             "encoderlab compare --group pre-vs-npre --paired model.init pretrained random")
+    _selection_flags(p)
+    p.add_argument("--metric", default="accuracy", choices=["accuracy", "macro_f1", "loss"])
+    p.add_argument("--split", default="test", help="split of the score compared (default test)")
+    p.add_argument("--by-dataset", action="store_true", help="configurations x datasets with a mean column")
+    p.add_argument("--epochs", action="store_true", help="per-epoch metrics of the runs side by side")
+    p.add_argument("--checkpoints", action="store_true", help="metrics at each saved checkpoint, per run")
+    p.add_argument("--paired", nargs=3, metavar=("KEY", "A", "B"),
+                   help="paired comparison of KEY=A vs KEY=B over matched seeds/folds")
+    p.add_argument("--format", choices=["table", "markdown", "csv", "json"], default="table")
+
+    p = _cmd(sub, "report", cmd_report, "write a self-contained HTML (or Markdown) report of runs",
+             "encoderlab report --group pre-vs-npre -o report.html")
+    _selection_flags(p)
+    p.add_argument("-o", "--output", required=True, help="report.html, or report.md for Markdown + PNGs")
+    p.add_argument("--title", help="report title")
 
     p = _cmd(sub, "resume", cmd_resume, "continue an interrupted run from its newest checkpoint",
              "encoderlab resume 20261123-101500-quickstart-1a2b")

@@ -1,0 +1,240 @@
+"""Reports: one self-contained HTML file (plots embedded as PNG data URIs) or Markdown + PNGs.
+
+Read only from the run store: comparison table, learning curves (mean line and min-max band over
+the seeds/folds of each configuration), confusion matrix of the best run, diagnostics and the
+resolved configs. Every user-provided string goes through `html.escape`."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from encoderlab.analysis import compare as CMP
+from encoderlab.analysis import render as R
+from encoderlab.analysis.tables import epoch_table
+from encoderlab.store.runs import Run
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    _plt().close(fig)
+    return buf.getvalue()
+
+
+def configurations(runs: Sequence[Run]) -> dict[str, list[Run]]:
+    """Runs grouped into configurations (as in the comparison table), by their row label."""
+    table = CMP.config_table(runs)
+    by_id = {r.id: r for r in runs}
+    return {str(row["config"]): [by_id[i] for i in row["runs"]] for row in table.rows}
+
+
+def learning_curves(runs: Sequence[Run]) -> bytes:
+    """2x2 panels (train/val x loss/accuracy) per epoch: one line per configuration = mean over its
+    runs, shaded band = min..max over seeds/folds."""
+    plt = _plt()
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
+    panels = [("train_loss", "train loss"), ("val_loss", "validation loss"),
+              ("train_acc", "train accuracy"), ("val_acc", "validation accuracy")]
+    for label, group in configurations(runs).items():
+        per_epoch: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for run in group:
+            for row in epoch_table(run):
+                for key, _ in panels:
+                    if row.get(key) is not None and np.isfinite(row[key]):
+                        per_epoch[key][round(row["epoch"], 2)].append(row[key])
+        color = None
+        for ax, (key, title) in zip(axes.flat, panels):
+            epochs = sorted(per_epoch[key])
+            if not epochs:
+                continue
+            vals = [per_epoch[key][e] for e in epochs]
+            mean = [float(np.mean(v)) for v in vals]
+            line, = ax.plot(epochs, mean, marker="o", ms=3, label=f"{label} (n={len(group)})", color=color)
+            color = line.get_color()
+            if len(group) > 1:
+                ax.fill_between(epochs, [min(v) for v in vals], [max(v) for v in vals], color=color, alpha=0.15)
+            ax.set_title(title)
+    for ax in axes[1]:
+        ax.set_xlabel("epoch")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8,
+                   bbox_to_anchor=(0.5, -0.02 - 0.03 * (len(labels) // 3)))
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return _png(fig)
+
+
+def best_run(runs: Sequence[Run]) -> Run | None:
+    scored = [(r.info.get("best_value"), r) for r in runs
+              if r.info.get("best_value") is not None and (r.dir / "predictions" / "test.csv").exists()]
+    if not scored:
+        return None
+    metric = runs[0].info.get("best_metric", "accuracy")
+    pick = min if metric == "loss" else max
+    return pick(scored, key=lambda t: t[0])[1]
+
+
+def confusion_plot(run: Run, split: str = "test") -> bytes:
+    """Row-normalised confusion matrix of a run's stored predictions."""
+    import pandas as pd
+    plt = _plt()
+    df = pd.read_csv(run.dir / "predictions" / f"{split}.csv", keep_default_na=False, dtype=str)
+    names = run.labels()
+    idx = {n: i for i, n in enumerate(names)}
+    k = len(names)
+    cm = np.zeros((k, k))
+    for t, p in zip(df["label"], df["predicted"]):
+        if t in idx and p in idx:
+            cm[idx[t], idx[p]] += 1
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    size = min(14, 3 + 0.28 * k)
+    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(k), names, rotation=90, fontsize=7 if k > 12 else 9)
+    ax.set_yticks(range(k), names, fontsize=7 if k > 12 else 9)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if k <= 12:
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=8,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.04, label="share of the true class")
+    ax.set_title(f"{split} confusion, run {run.id}")
+    return _png(fig)
+
+
+def _diagnostics(runs: Sequence[Run]) -> list[dict]:
+    """[{run, code, severity, title, evidence, fix}] for every run, plus group-level findings."""
+    try:
+        from encoderlab.analysis import diagnose as D
+    except ImportError:
+        return []
+    out = []
+    for run in runs:
+        for f in D.load_or_compute(run):
+            out.append({"run": run.id, **_finding(f)})
+    for f in D.diagnose_group(list(runs)):
+        out.append({"run": "(group)", **_finding(f)})
+    return out
+
+
+def _finding(f) -> dict:
+    d = f if isinstance(f, dict) else f.__dict__
+    return {k: d.get(k) for k in ("code", "severity", "title", "evidence", "fix")}
+
+
+DIAG_COLUMNS = [("run", "run"), ("severity", "severity"), ("title", "finding"), ("evidence", "evidence"),
+                ("fix", "suggested fix")]
+
+
+def _sections(runs: Sequence[Run]):
+    """The report's content, shared by the HTML and Markdown writers."""
+    table = CMP.config_table(runs)
+    diag = _diagnostics(runs)
+    best = best_run(runs)
+    plots = {"curves": learning_curves(runs)}
+    if best is not None:
+        plots["confusion"] = confusion_plot(best)
+    return table, diag, best, plots
+
+
+CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;
+color:#222;padding:0 1em}table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:14px}
+th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}th{background:#f3f3f3}
+td.num{text-align:right;font-variant-numeric:tabular-nums}.error{color:#b00020;font-weight:600}
+.warning{color:#a15c00;font-weight:600}.info{color:#555}pre{background:#f7f7f7;padding:.6em;overflow:auto;
+font-size:12px}img{max-width:100%}details{margin:.3em 0}.muted{color:#666;font-size:13px}"""
+
+
+def _html_table(rows: list[dict], columns: list[tuple]) -> str:
+    columns = R.columns_of(columns)
+    head = "".join(f"<th>{html.escape(str(c[1]))}</th>" for c in columns)
+    body = []
+    for r in rows:
+        cells = []
+        for key, _, fmt in columns:
+            v = r.get(key)
+            num = isinstance(v, (int, float)) and not isinstance(v, bool)
+            text = R.format_value(v, fmt, key)
+            cls = f' class="{html.escape(str(v))}"' if key == "severity" else (' class="num"' if num else "")
+            cells.append(f"<td{cls}>{html.escape(text)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def write_html(runs: Sequence[Run], path: str | Path, title: str = "encoderlab report") -> Path:
+    runs = list(runs)
+    table, diag, best, plots = _sections(runs)
+    e = html.escape
+    img = {k: "data:image/png;base64," + base64.b64encode(v).decode() for k, v in plots.items()}
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>"
+             f"<style>{CSS}</style></head><body>",
+             f"<h1>{e(title)}</h1>",
+             f"<p class='muted'>{len(runs)} runs; generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}</p>",
+             "<h2>Comparison</h2>", f"<p class='muted'>{e(table.title)}</p>", _html_table(table.rows, table.columns)]
+    if table.fixed:
+        fixed = "; ".join(f"{k} = {v}" for k, v in table.fixed.items())
+        parts.append(f"<details><summary>fixed settings</summary><pre>{e(fixed)}</pre></details>")
+    for w in table.warnings:
+        parts.append(f"<p class='warning'>{e(w)}</p>")
+    parts += ["<h2>Learning curves</h2>", "<p class='muted'>mean over the runs of each configuration; "
+              "band = min..max over seeds/folds</p>", f"<img alt='learning curves' src='{img['curves']}'>"]
+    parts.append("<h2>Diagnostics</h2>")
+    flagged = [d for d in diag if d["severity"] in ("error", "warning")]
+    parts.append(_html_table(flagged, DIAG_COLUMNS) if flagged else "<p>No problems found.</p>")
+    if best is not None:
+        parts += [f"<h2>Best run: {e(best.id)}</h2>",
+                  f"<p>validation {e(str(best.info.get('best_metric')))} = {best.info.get('best_value', 0):.4f}, "
+                  f"test accuracy = {best.info.get('test_accuracy') or 0:.4f}</p>",
+                  f"<img alt='confusion matrix' src='{img['confusion']}'>"]
+    parts.append("<h2>Runs and resolved configs</h2>")
+    for run in runs:
+        info = run.info
+        cfg = (run.dir / "config.toml").read_text()
+        parts.append(f"<details><summary>{e(run.id)} — {e(str(info.get('status')))}, test accuracy "
+                     f"{e(R.format_value(info.get('test_accuracy')))}"
+                     f"</summary><pre>{e(cfg)}</pre></details>")
+    parts.append("</body></html>")
+    path = Path(path)
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
+
+
+def write_markdown(runs: Sequence[Run], path: str | Path, title: str = "encoderlab report") -> Path:
+    """Markdown with the tables inline and the plots as PNG files in `<name>_files/` beside it."""
+    runs = list(runs)
+    table, diag, best, plots = _sections(runs)
+    path = Path(path)
+    files = path.with_name(path.stem + "_files")
+    files.mkdir(parents=True, exist_ok=True)
+    for k, v in plots.items():
+        (files / f"{k}.png").write_bytes(v)
+    rel = files.name
+    out = [f"# {title}", "", f"{len(runs)} runs.", "", "## Comparison", "",
+           table.render("markdown").strip(), ""]
+    if table.fixed:
+        out += ["Fixed settings: " + ", ".join(f"`{k} = {v}`" for k, v in table.fixed.items()), ""]
+    out += ["## Learning curves", "", "Mean over the runs of each configuration; band = min..max over seeds.",
+            "", f"![learning curves]({rel}/curves.png)", "", "## Diagnostics", ""]
+    flagged = [d for d in diag if d["severity"] in ("error", "warning")]
+    out += [R.render(flagged, DIAG_COLUMNS, "markdown").strip() if flagged else "No problems found.", ""]
+    if best is not None:
+        out += [f"## Best run: `{best.id}`", "", f"![confusion matrix]({rel}/confusion.png)", ""]
+    path.write_text("\n".join(out) + "\n", encoding="utf-8")
+    return path

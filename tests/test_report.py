@@ -1,0 +1,82 @@
+"""Reports: self-contained HTML (plots embedded, strings escaped) that a real browser renders."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import TINY_MODEL
+from encoderlab import sweep as S
+from encoderlab.analysis import report
+
+
+@pytest.fixture(scope="module")
+def sweep_runs(two_class_csv, tmp_path_factory):
+    from encoderlab.store.runs import RunStore
+    tmp = tmp_path_factory.mktemp("report")
+    model = "\n".join(f"{k} = {json.dumps(v)}" for k, v in TINY_MODEL.items())
+    path = tmp / "exp.toml"
+    path.write_text(f"""name = "<script>alert(1)</script>"
+[data]
+source = "{two_class_csv / 'train.csv'}"
+validation = "{two_class_csv / 'validation.csv'}"
+test = "{two_class_csv / 'test.csv'}"
+text = "gloss"
+label = "category"
+max_train = 160
+[model]
+{model}
+[train]
+epochs = 2
+batch_size = 16
+precision = "fp32"
+[sweep]
+"train.lr" = [3e-3, 1e-9]
+seeds = [0, 1]
+""")
+    store = RunStore(tmp / "runs")
+    runs = S.run_sweep(S.expand(path), store, progress=False)
+    return runs, tmp
+
+
+def test_html_report_is_self_contained_and_escaped(sweep_runs):
+    runs, tmp = sweep_runs
+    out = report.write_html(runs, tmp / "report.html", title="lr <b>study</b>")
+    text = out.read_text()
+    assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert "lr &lt;b&gt;study&lt;/b&gt;" in text
+    assert text.count("data:image/png;base64,") == 2          # curves + confusion matrix, embedded
+    assert "src='http" not in text and 'src="http' not in text
+    assert "±" in text                                         # mean ± std over seeds
+    assert "train.lr" in text
+
+
+def test_markdown_report_writes_pngs(sweep_runs):
+    runs, tmp = sweep_runs
+    out = report.write_markdown(runs, tmp / "report.md")
+    text = out.read_text()
+    assert "| " in text and "±" in text
+    assert (tmp / "report_files" / "curves.png").stat().st_size > 5000
+    assert (tmp / "report_files" / "confusion.png").exists()
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_report_renders_in_headless_chromium(sweep_runs):
+    import matplotlib.image as mpimg
+    runs, tmp = sweep_runs
+    page = report.write_html(runs, tmp / "report.html")
+    shot = tmp / "shot.png"
+    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp / 'chrome-profile'}", "--window-size=1200,2400",
+                    f"--screenshot={shot}", page.as_uri()], check=True, timeout=120,
+                   capture_output=True)
+    img = mpimg.imread(shot)
+    assert img.shape[0] >= 2000 and img.shape[1] >= 1000
+    assert img[..., :3].std() > 0.05          # not a blank page: text, tables and plots drew

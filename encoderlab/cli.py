@@ -197,8 +197,10 @@ def _emit(table, fmt):
         print(table.render(fmt), end="" if fmt in ("csv", "json") else "\n")
     if fmt in ("table", "markdown"):
         if getattr(table, "fixed", None):
-            console.print("fixed: " + ", ".join(f"{k}={v}" for k, v in list(table.fixed.items())[:12])
-                          + (" ..." if len(table.fixed) > 12 else ""), markup=False)
+            from encoderlab.analysis.compare import fixed_rows
+            rows = fixed_rows(table.fixed)
+            if rows:
+                console.print("same in all: " + ", ".join(f"{r['key']}={r['value']}" for r in rows), markup=False)
         for w in getattr(table, "warnings", []):
             console.print(f"[yellow]note:[/] {escape(w)}")
 

@@ -244,7 +244,8 @@ _ABSENT = object()
 
 
 def _varied_fixed(flats: list[dict], ignore: Iterable[str]) -> tuple[list[str], dict]:
-    """Dotted keys that differ between the flats (in config order), and the common values."""
+    """Dotted keys that differ between the flats (in config order), and the common values
+    (those not at their config default first, then the defaults)."""
     ig = set(ignore)
     keys: list[str] = []
     for fl in flats:
@@ -256,7 +257,15 @@ def _varied_fixed(flats: list[dict], ignore: Iterable[str]) -> tuple[list[str], 
             fixed[k] = vals[0]
         else:
             varied.append(k)
+    # fields the experiment set (not at their default) first: a truncated display shows them
+    defaults = _defaults()
+    chosen = [k for k in fixed if k not in defaults or not _same(defaults[k], fixed[k])]
+    fixed = {k: fixed[k] for k in chosen + [k for k in fixed if k not in chosen]}
     return varied, fixed
+
+
+def _defaults() -> dict:
+    return C.flatten(C.to_dict(C.ExperimentConfig()))
 
 
 def _short(v: Any) -> str:
@@ -474,7 +483,7 @@ def config_table(runs: Sequence[Run], metric: str = "accuracy",
 def fixed_rows(fixed: dict[str, Any], include_defaults: bool = False) -> list[dict]:
     """`Table.fixed` as rows {"key", "value"} for printing once under a table; by default only
     the fields that differ from the config defaults (what the experiment actually set)."""
-    defaults = C.flatten(C.to_dict(C.ExperimentConfig()))
+    defaults = _defaults()
     return [{"key": k, "value": _short(v) if not isinstance(v, dict) else json.dumps(v)}
             for k, v in fixed.items()
             if include_defaults or k not in defaults or not _same(defaults[k], v)]
@@ -729,9 +738,8 @@ class Paired:
              "value": None if self.ci_low is None else f"[{self.ci_low:.4f}, {self.ci_high:.4f}]"},
             {"quantity": "pairs", "value": str(self.n)},
         ]
-        return Table(rows, [("quantity", ""), ("value", f"{self.split} {self.metric}")],
-                     title=f"{self.label_b} vs {self.label_a}: {self.split} {self.metric}",
-                     warnings=list(self.warnings))
+        return Table(rows, [("quantity", "quantity"), ("value", f"{self.split} {self.metric}")],
+                     title=f"{self.label_b} vs {self.label_a}: {self.split} {self.metric}")
 
     def tests_table(self) -> Table:
         return Table([dict(t) for t in self.tests],

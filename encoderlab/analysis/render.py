@@ -67,7 +67,8 @@ def format_value(v: Any, fmt: Any = None, key: str = "") -> str:
     return str(v)
 
 
-_NUMBER_TEXT = re.compile(r"^[-+]?(\d|\.\d|inf|nan)")
+_NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?"
+_NUMBER_TEXT = re.compile(rf"^(?:{_NUM}(?:\s*±\s*{_NUM})?(?:\s*\(.*\))?|[-+]?inf|nan)$")
 
 
 def _numeric(rows: Sequence[dict], key: str) -> bool:

@@ -113,9 +113,26 @@ def cmd_run(args, cfg: C.ExperimentConfig | None = None):
     _after_run(args, run)
 
 
+def print_findings(findings, show_info: bool = False) -> None:
+    from encoderlab.analysis.diagnose import Finding  # noqa: F401  (type of the items)
+    style = {"error": "bold red", "warning": "yellow", "info": "dim"}
+    shown = [f for f in findings if show_info or f.severity != "info"]
+    if not shown:
+        console.print("diagnostics: no problems found")
+        return
+    for f in shown:
+        console.print(f"[{style[f.severity]}]{f.severity}[/] {escape(f.title)}")
+        console.print(f"    evidence: {escape(f.evidence)}")
+        if f.fix:
+            console.print(f"    fix: {escape(f.fix)}")
+
+
 def _after_run(args, run):
+    from encoderlab.analysis import diagnose
+    findings = diagnose.write(run)
     print_run_summary(run, "json" if args.json else "table")
     if not args.json:
+        print_findings(findings)
         console.print(f"stored in [bold]{run.dir}[/]")
         console.print(f"look again: encoderlab show {run.id}   |   label a file: "
                       f"encoderlab predict {run.id} input.csv -o preds.csv")
@@ -235,6 +252,22 @@ def cmd_compare(args):
     _emit(table, args.format)
 
 
+def cmd_diagnose(args):
+    from encoderlab.analysis import diagnose
+    runs = _select(args, status="any")
+    if args.format == "json":
+        out = {r.id: [f.to_dict() for f in diagnose.load_or_compute(r)] for r in runs}
+        out["(group)"] = [f.to_dict() for f in diagnose.diagnose_group(runs)]
+        print(json.dumps(out, indent=2))
+        return
+    for run in runs:
+        console.rule(f"{run.id} ({run.status})")
+        print_findings(diagnose.load_or_compute(run), show_info=args.all)
+    if len(runs) > 1:
+        console.rule("across runs")
+        print_findings(diagnose.diagnose_group(runs), show_info=args.all)
+
+
 def cmd_report(args):
     from encoderlab.analysis import report as REP
     runs = _select(args, status="any")
@@ -290,6 +323,9 @@ def cmd_show(args):
                       f"{data['parameters']:,} parameters")
     console.rule("history")
     print_run_summary(run, args.format)
+    from encoderlab.analysis import diagnose
+    console.rule("diagnostics")
+    print_findings(diagnose.load_or_compute(run), show_info=True)
     if args.per_class:
         from encoderlab.analysis.tables import final_scores
         test = final_scores(run).get("test")
@@ -400,6 +436,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paired", nargs=3, metavar=("KEY", "A", "B"),
                    help="paired comparison of KEY=A vs KEY=B over matched seeds/folds")
     p.add_argument("--format", choices=["table", "markdown", "csv", "json"], default="table")
+
+    p = _cmd(sub, "diagnose", cmd_diagnose, "name what went wrong in runs (collapse, no learning, LR too "
+             "high, overfitting, padding waste, seed variance ...) with evidence and a fix",
+             "encoderlab diagnose --group pre-vs-npre")
+    _selection_flags(p)
+    p.add_argument("--all", action="store_true", help="also informational findings")
+    p.add_argument("--format", choices=["table", "json"], default="table")
 
     p = _cmd(sub, "report", cmd_report, "write a self-contained HTML (or Markdown) report of runs",
              "encoderlab report --group pre-vs-npre -o report.html")

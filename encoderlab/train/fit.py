@@ -22,7 +22,7 @@ from encoderlab import config as C
 from encoderlab import metrics as M
 from encoderlab.data.dataset import TaskData, load_data
 from encoderlab.encode.text import Encoded, collate, encode_split, eval_batches, padding_waste, train_batches
-from encoderlab.errors import StoreError
+from encoderlab.errors import EncoderlabError, StoreError
 from encoderlab.models import classifier
 from encoderlab.store import atomic
 from encoderlab.store.runs import Run, RunStore, now
@@ -124,6 +124,15 @@ class _Stop(Exception):
     pass
 
 
+class _Diverged(EncoderlabError):
+    """The training loss became NaN/inf: continuing would only train on garbage."""
+
+    def __init__(self, step: int, loss: float):
+        super().__init__(f"training loss became {loss} at step {step}; the learning rate is probably "
+                         "too high (lower train.lr, add warmup, keep train.max_grad_norm > 0)")
+        self.step, self.loss = step, loss
+
+
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
     """`kill` (SIGTERM) stops a run the same clean way Ctrl-C does."""
@@ -209,18 +218,26 @@ def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
                         with autocast(s.device, tc.precision):
                             out = s.model(**batch)
                         # weight each micro-batch by its share of the step's examples
+                        loss = out["loss"].item()
+                        if not math.isfinite(loss):
+                            raise _Diverged(state["step"] + 1, loss)
                         (out["loss"] * (len(idx) / n_ex)).backward()
-                        tr["loss"] += out["loss"].item() * len(idx)
+                        tr["loss"] += loss * len(idx)
                         tr["correct"] += int((out["logits"].argmax(1) == batch["labels"]).sum())
                         tr["seen"] += len(idx)
                         tr["tokens"] += int(s.enc["train"].lengths[idx].sum())
                     if tc.max_grad_norm:
-                        torch.nn.utils.clip_grad_norm_(s.model.parameters(), tc.max_grad_norm)
+                        norm = float(torch.nn.utils.clip_grad_norm_(s.model.parameters(), tc.max_grad_norm))
+                        tr["grad_norm_max"] = max(tr.get("grad_norm_max", 0.0), norm)
                     opt.step()
                     sched.step()
                     opt.zero_grad(set_to_none=True)
                     state["step"] += 1
                     state["batch"] = b + len(group)
+                    # ~20 points of the running train loss per epoch: lets diagnostics see a loss
+                    # that is flat from the start or spikes inside one epoch
+                    if state["step"] % max(1, steps_per_epoch // 20) == 0:
+                        tr.setdefault("curve", []).append([state["step"], tr["loss"] / max(tr["seen"], 1)])
                     bar.advance(epoch, tr["loss"] / max(tr["seen"], 1))
                     done = tc.max_steps and state["step"] >= tc.max_steps
                     if tc.eval_every_steps and state["step"] % tc.eval_every_steps == 0 and not done \
@@ -241,7 +258,9 @@ def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
                       "metrics": {"loss": tr["loss"] / max(tr["seen"], 1),
                                   "accuracy": tr["correct"] / max(tr["seen"], 1),
                                   "lr": sched.get_last_lr()[0], "seconds": tr["seconds"],
-                                  "tokens_per_s": tr["tokens"] / max(tr["seconds"], 1e-9)}})
+                                  "tokens_per_s": tr["tokens"] / max(tr["seconds"], 1e-9),
+                                  **({"grad_norm_max": tr["grad_norm_max"]} if "grad_norm_max" in tr else {})},
+                      "detail": {"loss_curve": tr.get("curve", [])}})
                 state.update(epoch=epoch + 1 if frac >= 1 else epoch, batch=0 if frac >= 1 else state["batch"],
                              train={"loss": 0.0, "correct": 0, "seen": 0, "tokens": 0, "seconds": 0.0})
                 stop = eval_and_save(epoch + frac)
@@ -249,6 +268,11 @@ def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
                     break
     except _Stop:
         pass
+    except _Diverged as e:
+        emit({"split": "train", "step": e.step, "epoch": state["epoch"] + state["batch"] / max(batches_per_epoch, 1),
+              "metrics": {}, "detail": {"nonfinite": True, "loss": str(e.loss)}})
+        run.update(status="failed", message=str(e))
+        raise
     except KeyboardInterrupt:
         run.update(status="interrupted", message=f"stopped at step {state['step']}")
         raise

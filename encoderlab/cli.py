@@ -268,6 +268,33 @@ def cmd_diagnose(args):
         print_findings(diagnose.diagnose_group(runs), show_info=args.all)
 
 
+def cmd_eval(args):
+    from encoderlab.evaluate import eval_checkpoints
+    run = _store(args).get(args.run)
+    which = args.checkpoints
+    if which not in ("all", "best", "last"):
+        which = [int(x.removeprefix("step-")) for x in which.split(",")]
+    rows = eval_checkpoints(run, split=args.split, which=which, progress=args.format == "table",
+                            force=args.force)
+    for r in rows:
+        r["note"] = ("best" if r.get("best") else "") + ("" if r.get("logged", True) else " (stored before)")
+    print_rows(rows, [("checkpoint", "checkpoint"), ("epoch", "epoch"), ("loss", f"{args.split} loss"),
+                      ("accuracy", f"{args.split} acc"), ("macro_f1", f"{args.split} F1"), ("note", "")],
+               args.format, title=f"run {run.id}: checkpoints on {args.split}")
+
+
+def cmd_lrfind(args):
+    from encoderlab.train.lrfind import lr_find
+    cfg = C.load(args.file, args.overrides)
+    result = lr_find(cfg, start=args.start, end=args.end, steps=args.steps, progress=True,
+                     store_root=_store(args).root)
+    out = Path(args.out or f"lrfind-{cfg.name}")
+    json_path, png_path = result.save(out)
+    console.print(result.summary(), markup=False)
+    console.print(f"plot: {png_path}   data: {json_path}")
+    console.print(f"use it: encoderlab run {args.file} train.lr={result.suggested:.2g}")
+
+
 def cmd_report(args):
     from encoderlab.analysis import report as REP
     runs = _select(args, status="any")
@@ -443,6 +470,23 @@ def build_parser() -> argparse.ArgumentParser:
     _selection_flags(p)
     p.add_argument("--all", action="store_true", help="also informational findings")
     p.add_argument("--format", choices=["table", "json"], default="table")
+
+    p = _cmd(sub, "eval", cmd_eval, "re-evaluate stored checkpoints of a run on a split; results join the store",
+             "encoderlab eval last --checkpoints all --split test")
+    p.add_argument("run")
+    p.add_argument("--checkpoints", default="all", help="all | best | last | step numbers, e.g. 100,200")
+    p.add_argument("--split", default="validation", choices=["validation", "test"])
+    p.add_argument("--force", action="store_true", help="re-evaluate checkpoints already evaluated on this split")
+    _fmt_flag(p)
+
+    p = _cmd(sub, "lrfind", cmd_lrfind, "learning-rate range test: loss vs exponentially growing LR, "
+             "with a suggested train.lr", "encoderlab lrfind examples/own-file.toml --steps 100")
+    p.add_argument("file", help="experiment TOML file")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--start", type=float, default=1e-7, help="first learning rate")
+    p.add_argument("--end", type=float, default=1.0, help="last learning rate (stops earlier on divergence)")
+    p.add_argument("--steps", type=int, default=100, help="optimizer steps")
+    p.add_argument("--out", help="folder for lrfind.json and lrfind.png (default ./lrfind-<name>)")
 
     p = _cmd(sub, "report", cmd_report, "write a self-contained HTML (or Markdown) report of runs",
              "encoderlab report --group pre-vs-npre -o report.html")

@@ -108,3 +108,17 @@ def test_config_reference_and_help(capsys):
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     assert "Example:" in capsys.readouterr().out
+
+
+def test_eval_checkpoints_and_lrfind_through_cli(exp_file, tmp_path, capsys):
+    store = str(tmp_path / "runs")
+    assert main(["--store", store, "run", str(exp_file), "train.eval_every_steps=10", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["--store", store, "eval", "last", "--split", "test", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) >= 2 and any(r["note"].startswith("best") for r in rows)
+    assert main(["--store", store, "compare", "last", "--checkpoints", "--format", "csv"]) == 0
+    assert "eval:test/accuracy" in capsys.readouterr().out
+    out = tmp_path / "lr"
+    assert main(["--store", store, "lrfind", str(exp_file), "--steps", "30", "--out", str(out)]) == 0
+    assert "train.lr=" in capsys.readouterr().out and (out / "lrfind.png").exists()

@@ -7,9 +7,17 @@ geometrically from `start` to `end`. Record the training loss of every step and 
 (bias-corrected EMA) version; stop once the smoothed loss exceeds `diverge` x its minimum (or
 turns NaN/inf). Suggest a learning rate from the smoothed curve:
 
+* ``min/10`` (the one returned as ``suggested``): the LR of the minimum smoothed loss / 10;
 * ``steepest``: where the smoothed loss falls fastest per decade of LR (most negative slope
-  against log10 LR), looked for between the end of the EMA warm-up and the minimum;
-* ``min/10``: the LR of the minimum smoothed loss divided by 10.
+  against log10 LR), looked for between the end of the EMA warm-up and the minimum.
+
+``min/10`` is the default because it is the more conservative and the more stable of the two:
+with the EMA's lag (0.98 averages ~50 steps, i.e. several decades of LR in a 100-step test) both
+points sit later on the curve than in the raw losses, and the steepest point, a finite difference
+of a noisy curve, moves more from run to run. Measured: MiniLM-L6 on wordnet-lexname (3,000
+examples, batch 32) gave min/10 3.9e-4, steepest 5.6e-4; one epoch of fit at each reached 0.702 /
+0.692 validation accuracy (1e-4: 0.562; the min-loss lr 3.9e-3 itself: 0.123, the majority class).
+On the tiny test model one epoch at min/10 also beat steepest (0.89 / 0.81).
 
 All learning rates are values of ``train.lr``: every parameter group is scaled in proportion,
 so layer-wise decay and a separate ``train.head_lr`` keep their ratio to ``train.lr``. Warmup and
@@ -39,7 +47,7 @@ from encoderlab.train.fit import autocast, setup
 from encoderlab.train.optim import make_optimizer
 
 #: the rule whose LR becomes `LRFindResult.suggested` (the other is still reported)
-DEFAULT_RULE = "steepest"
+DEFAULT_RULE = "min/10"
 RULES = {"steepest": "steepest descent of the smoothed loss (most negative slope vs log10 lr)",
          "min/10": "lr at the minimum smoothed loss, divided by 10"}
 
@@ -50,7 +58,7 @@ class LRFindResult:
     lrs: list[float]                   # learning rate (train.lr) of each step taken
     losses: list[float]                # training loss of each step
     smoothed: list[float]              # bias-corrected EMA of `losses`
-    suggestions: dict[str, float | None]   # {"steepest": lr, "min/10": lr}; None if undefined
+    suggestions: dict[str, float | None]   # {"min/10": lr, "steepest": lr}; None if undefined
     suggested: float                   # the recommended train.lr
     rule: str                          # which rule gave `suggested` (a key of RULES)
     min_lr: float                      # lr at the minimum smoothed loss
@@ -64,6 +72,7 @@ class LRFindResult:
     diverge: float
     seconds: float
     setup: dict = field(default_factory=dict)   # model, data and batch settings the test ran with
+    notes: list[str] = field(default_factory=list)  # caveats (range too narrow, too few steps, ...)
 
     # -- reporting -------------------------------------------------------------------------------
 
@@ -75,7 +84,7 @@ class LRFindResult:
         return (f"suggested train.lr = {self.suggested:.2e} ({self.rule}: {RULES[self.rule]})"
                 + (f"; also {other}" if other else "")
                 + f"; min smoothed loss {self.min_loss:.4f} at lr {self.min_lr:.2e}; {end}; "
-                f"{self.seconds:.0f} s")
+                f"{self.seconds:.0f} s" + "".join(f"\nnote: {n}" for n in self.notes))
 
     def to_dict(self) -> dict:
         """JSON-safe (NaN/inf become null)."""
@@ -126,7 +135,7 @@ class LRFindResult:
         ax.set_ylabel("training loss")
         ax.set_title(f"LR range test: suggested {self.suggested:.2e} ({self.rule})"
                      + ("" if not self.diverged else f", diverged at {self.stop_lr:.2e}"), fontsize=10)
-        ax.grid(True, which="both", alpha=0.3)
+        ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=8, loc="best")
         fig.tight_layout()
         buf = io.BytesIO()
@@ -205,7 +214,17 @@ def lr_find(cfg: C.ExperimentConfig, *, start: float = 1e-7, end: float = 1.0, s
                 best = min(best, sm)
         del model, opt, s
     suggestions, i_min = _suggest(lrs, smoothed)
-    rule = DEFAULT_RULE if suggestions.get(DEFAULT_RULE) is not None else "min/10"
+    rule = DEFAULT_RULE if suggestions.get(DEFAULT_RULE) is not None else \
+        next(r for r, v in suggestions.items() if v is not None)
+    notes = []
+    if suggestions["min/10"] < lrs[0]:
+        notes.append(f"the loss was lowest in the first decade of the range; min/10 lies below "
+                     f"start={start:g}: repeat with a lower start")
+    if suggestions["steepest"] is None:
+        notes.append("no descending stretch in the smoothed loss before its minimum "
+                     "(range starts too high, or too few steps): steepest is undefined")
+    if not diverged and i_min == len(lrs) - 1:
+        notes.append(f"the loss was still falling at end={end:g}: repeat with a higher end")
     return LRFindResult(
         lrs=lrs, losses=losses, smoothed=smoothed, suggestions=suggestions,
         suggested=suggestions[rule], rule=rule, min_lr=lrs[i_min], min_loss=smoothed[i_min],
@@ -215,16 +234,17 @@ def lr_find(cfg: C.ExperimentConfig, *, start: float = 1e-7, end: float = 1.0, s
                "train_examples": len(enc), "batch_size": tc.batch_size, "grad_accum": tc.grad_accum,
                "precision": tc.precision, "weight_decay": tc.weight_decay,
                "layer_lr_decay": tc.layer_lr_decay, "head_lr_ratio": (tc.head_lr / tc.lr) if tc.head_lr else 1.0,
-               "max_grad_norm": tc.max_grad_norm, "seed": tc.seed})
+               "max_grad_norm": tc.max_grad_norm, "seed": tc.seed},
+        notes=notes)
 
 
 def _suggest(lrs: list[float], smoothed: list[float]) -> tuple[dict[str, float | None], int]:
-    """{"steepest": lr or None, "min/10": lr} and the index of the minimum smoothed loss."""
+    """{"min/10": lr, "steepest": lr or None} and the index of the minimum smoothed loss."""
     sm = np.asarray(smoothed, dtype=float)
     x = np.log10(np.asarray(lrs, dtype=float))
     sm_ok = np.where(np.isfinite(sm), sm, np.inf)
     i_min = int(np.argmin(sm_ok))
-    out: dict[str, float | None] = {"steepest": None, "min/10": lrs[i_min] / 10}
+    out: dict[str, float | None] = {"min/10": lrs[i_min] / 10, "steepest": None}
     # skip the EMA's warm-up (its first points average only a few noisy losses) and look on the
     # way down to the minimum only: past it the curve turns up towards divergence
     lo = max(1, len(lrs) // 10)

@@ -200,6 +200,9 @@ def _select(args, status="completed"):
     from encoderlab.errors import StoreError
     runs = CMP.select(_store(args), group=args.group, ids=args.runs or None, name=args.name,
                       status=args.status or status)
+    for cond in getattr(args, "where", None) or []:
+        key, value = C.parse_override(cond)
+        runs = CMP.split_by(runs, key, [value])[0] if runs else runs
     if not runs:
         raise StoreError("no runs match; see `encoderlab runs` (only completed runs are compared "
                          "unless --status any)")
@@ -312,6 +315,8 @@ def _selection_flags(p):
     p.add_argument("--group", help="runs of this group (pattern, * wildcard), e.g. a sweep")
     p.add_argument("--name", help="runs whose name matches (pattern, * wildcard)")
     p.add_argument("--status", help="only runs with this status (default: completed; 'any' for all)")
+    p.add_argument("--where", action="append", metavar="KEY=VALUE",
+                   help="only runs whose config has KEY=VALUE (repeatable), e.g. --where train.lr=1e-3")
 
 
 def cmd_runs(args):

@@ -22,7 +22,8 @@ from encoderlab.store import atomic, index
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    # milliseconds: runs of a sweep start within the same second and must still order correctly
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _slug(name: str) -> str:
@@ -169,17 +170,23 @@ class RunStore:
         return "running"
 
     def get(self, ref: str) -> Run:
-        """A run by id, unique id prefix or suffix, or 'last' (newest)."""
+        """A run by id, unique id prefix or suffix, 'last' (newest), or a run name: the newest
+        completed run of that name (else the newest of that name)."""
         ids = self.ids()
         if ref in ("last", "latest"):
             if not ids:
                 raise StoreError(f"no runs in {self.root}")
-            return Run(self, self.root / ids[-1])
+            newest = max(ids, key=lambda i: (Run(self, self.root / i).info.get("created", ""), i))
+            return Run(self, self.root / newest)
         if ref in ids:
             return Run(self, self.root / ref)
         hits = [i for i in ids if i.startswith(ref) or i.endswith(ref)]
         if len(hits) == 1:
             return Run(self, self.root / hits[0])
+        named = [r for r in self.list(name=ref) if r["name"] == ref] if ids else []
+        if named:
+            done = [r for r in named if r["status"] == "completed"]
+            return Run(self, self.root / (done or named)[-1]["id"])
         if not hits:
             raise StoreError(f"no run '{ref}' in {self.root} (see `encoderlab runs`)")
         raise StoreError(f"'{ref}' matches {len(hits)} runs: {', '.join(hits[:5])}; give more of the id")

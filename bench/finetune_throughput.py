@@ -153,7 +153,12 @@ def run_hf(spec: dict, best: bool) -> dict:
         train_wall = time.perf_counter() - t0
         collator.active = False
         pred = trainer.predict(val_ds)
-    acc = float((np.asarray(pred.predictions).argmax(-1) == data.validation.labels).mean())
+    # Score against pred.label_ids, not data.validation.labels: with train_sampling_strategy=
+    # "group_by_length", transformers 5 also length-groups (shuffles) the *evaluation* sampler, so
+    # predictions do not come back in dataset order.
+    label_ids = np.asarray(pred.label_ids)
+    assert sorted(label_ids.tolist()) == sorted(data.validation.labels.tolist())
+    acc = float((np.asarray(pred.predictions).argmax(-1) == label_ids).mean())
     e2e = time.perf_counter() - t_e2e
     return {**info, "train_wall": train_wall, "e2e_wall": e2e, "padded_tokens": collator.padded,
             "counted_real_tokens": collator.real, "train_batches": collator.batches,
@@ -432,6 +437,10 @@ def parse_args(argv=None):
     p.add_argument("--wait-quiet", type=float, default=120, metavar="SECONDS",
                    help="before each variant, wait up to this long for other processes to stop using "
                         "the CPU (default 120; 0 = do not wait)")
+    p.add_argument("--busy-retries", type=int, default=1,
+                   help="run a variant again (at most this many times) when other processes used more "
+                        "than --busy-threshold cores during it; the quietest attempt is kept (default 1)")
+    p.add_argument("--busy-threshold", type=float, default=0.3)
     p.add_argument("--json", help="write all results (and the settings) to this JSON file")
     p.add_argument("--results-md", default="auto",
                    help="markdown results file; 'auto' = bench/results/finetune_throughput-<setup>.md "
@@ -474,9 +483,18 @@ def main(argv=None) -> int:
     results = {}
     for v in variants:
         print(f"\n=== ({v}) {VARIANTS[v]} ===", flush=True)
-        if args.wait_quiet > 0:
-            wait_quiet(args.wait_quiet)
-        results[v] = run_child(v, spec)
+        for attempt in range(1 + args.busy_retries):
+            if args.wait_quiet > 0:
+                wait_quiet(args.wait_quiet)
+            r = run_child(v, spec)
+            r["attempt"] = attempt + 1
+            if v not in results or r["foreign_load_cores"] < results[v]["foreign_load_cores"]:
+                results[v] = r
+            if r["foreign_load_cores"] <= args.busy_threshold:
+                break
+            print(f"[{v}] other processes used {r['foreign_load_cores']:.2f} cores during this run "
+                  f"(> {args.busy_threshold}); timings are unreliable"
+                  + ("; running it again" if attempt < args.busy_retries else ""), flush=True)
         r = results[v]
         print(f"[{v}] train wall {r['train_wall']:.1f} s, val acc {100 * r['val_accuracy']:.2f}, "
               f"peak RSS {r['peak_rss_mb']:.0f} MB, threads {r['torch_threads']}", flush=True)

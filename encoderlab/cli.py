@@ -150,17 +150,116 @@ def cmd_quickstart(args):
 
 def cmd_resume(args):
     from encoderlab.train.fit import fit
+    from encoderlab.train.pretrain import pretrain
     store = _store(args)
     run = store.get(args.run)
     if run.status == "completed":
         console.print(f"run {run.id} is already completed")
         return
+    is_pretrain = run.info.get("task") == "pretrain"
     try:
-        run = fit(run.config(), store, resume=run, progress=not args.quiet)
+        if is_pretrain:
+            run = pretrain(run.config(), store, resume=run, callback=_pretrain_events(args),
+                           progress=not args.quiet)
+        else:
+            run = fit(run.config(), store, resume=run, progress=not args.quiet)
     except KeyboardInterrupt:
         err.print(f"[yellow]interrupted[/]; continue with: encoderlab resume {run.id}")
         sys.exit(130)
-    _after_run(args, run)
+    (_after_pretrain if is_pretrain else _after_run)(args, run)
+
+
+# -- pretraining and tokenizers ------------------------------------------------------------------
+
+PRETRAIN_COLUMNS = [("epoch", "epoch"), ("step", "step"), ("train_mlm_loss", "train MLM loss"),
+                    ("mlm_loss", "held-out MLM loss"), ("mlm_acc", "masked-token acc"),
+                    ("pair_acc", "pair acc"), ("top1_share", "top-1 share"), ("elapsed", "elapsed s")]
+
+
+def print_warning(w: dict) -> None:
+    console.print(f"[yellow]warning[/] {escape(w['title'])}")
+    console.print(f"    evidence: {escape(w['evidence'])}")
+    console.print(f"    fix: {escape(w['fix'])}")
+
+
+def _pretrain_events(args):
+    def on_event(ev):
+        if ev["split"] == "warning":
+            print_warning(ev["detail"])
+        elif ev["split"] == "heldout" and not args.quiet:
+            m = ev["metrics"]
+            pair = f", pair acc {m['pair_accuracy']:.4f}" if "pair_accuracy" in m else ""
+            console.print(f"  epoch {ev['epoch']:.2f} step {ev['step']}: held-out MLM loss {m['mlm_loss']:.4f}, "
+                          f"masked-token acc {m['mlm_accuracy']:.4f}{pair}")
+    return on_event
+
+
+def print_pretrain_summary(run, fmt: str = "table") -> None:
+    from encoderlab.analysis.tables import final_scores, pretrain_table
+    rows = pretrain_table(run)
+    final = final_scores(run).get("final_heldout")
+    if fmt == "json":
+        print(json.dumps({"run": {**run.info, "status": run.status}, "epochs": rows, "final": final}, indent=2))
+        return
+    columns = [c for c in PRETRAIN_COLUMNS if c[0] != "pair_acc" or any(r.get("pair_acc") is not None for r in rows)]
+    print_rows(rows, columns, fmt, title=f"pretraining run {run.id}")
+    if final and fmt == "table":
+        H = run.info.get("data", {}).get("unigram_entropy")
+        pair = f", {run.info['data']['objective'].split('+')[1].upper()} accuracy {final['pair_accuracy']:.4f}" \
+            if "pair_accuracy" in final else ""
+        ref = f" (unigram entropy of the corpus: {H:.4f})" if H is not None else ""
+        console.print(f"held-out MLM loss [bold]{final['mlm_loss']:.4f}[/]{ref}, masked-token accuracy "
+                      f"[bold]{final['mlm_accuracy']:.4f}[/]{pair}; best checkpoint {final.get('checkpoint', '-')}",
+                      soft_wrap=True)
+
+
+def _after_pretrain(args, run):
+    from encoderlab.analysis import diagnose
+    diagnose.write(run)
+    print_pretrain_summary(run, "json" if args.json else "table")
+    if not args.json:
+        console.print(f"stored in [bold]{run.dir}[/] (model/ loads with AutoModel.from_pretrained)", soft_wrap=True)
+        console.print(f"fine-tune it: encoderlab run exp.toml model.path=run:{run.id}", soft_wrap=True)
+        console.print(f"the same architecture from random init: model.path=run:{run.id} model.init=random",
+                      soft_wrap=True)
+
+
+def cmd_pretrain(args):
+    from encoderlab.train.pretrain import pretrain
+    cfg = C.load(args.file, args.overrides)
+    store = _store(args)
+    try:
+        run = pretrain(cfg, store, callback=_pretrain_events(args), progress=not args.quiet)
+    except KeyboardInterrupt:
+        last = store.list(limit=1)
+        err.print(f"[yellow]interrupted[/]; continue with: encoderlab resume {last[-1]['id'] if last else 'RUN'}")
+        sys.exit(130)
+    _after_pretrain(args, run)
+
+
+def cmd_tokenizer_train(args):
+    from encoderlab.data.corpus import read_corpus
+    from encoderlab.encode import vocab as V
+    corpus = read_corpus(args.corpus, text=args.text, text_pair=args.text_pair)
+    tok = V.train(corpus, args.kind, vocab_size=args.vocab_size, min_frequency=args.min_frequency,
+                  lowercase=not args.cased, unknown_ids=args.unknown_ids, max_length=args.max_length)
+    folder = V.save(tok, args.output)
+    d = {**V.describe(tok, corpus), "folder": str(folder)}
+    if args.format == "json":
+        print(json.dumps(d, indent=2))
+        return
+    example = corpus.sentences[0]
+    tokens = tok.convert_ids_to_tokens(tok(example)["input_ids"])
+    what = {"wordpiece": "a WordPiece tokenizer", "bpe": "a byte-level BPE tokenizer",
+            "unigram": "a Unigram tokenizer", "ids": "an ID vocabulary"}[args.kind]
+    console.print(f"trained {what}: {d['vocab_size']:,} tokens (5 special) from {d['sentences']:,} lines "
+                  f"in {d['documents']:,} document{'s' if d['documents'] != 1 else ''}", markup=False)
+    console.print(f"{d['tokens_per_sentence']:.1f} tokens per line; [UNK] is {d['unk_share']:.2%} of the tokens"
+                  + (f"; unknown IDs: {d['unknown_ids']}" if d["unknown_ids"] else ""), markup=False)
+    shown = example if len(example) <= 40 else example[:37] + "..."
+    console.print(f"e.g. {shown!r} -> {' '.join(tokens[:12])}{' ...' if len(tokens) > 12 else ''}", markup=False)
+    console.print(f"saved to {folder} (tokenizer.json + tokenizer_config.json)", markup=False, soft_wrap=True)
+    console.print(f"use it: model.tokenizer = \"{folder}\"", markup=False, soft_wrap=True)
 
 
 def cmd_sweep(args):
@@ -329,6 +428,9 @@ def cmd_runs(args):
 
 def cmd_show(args):
     run = _store(args).get(args.run)
+    if run.info.get("task") == "pretrain" and args.format != "table":
+        print_pretrain_summary(run, args.format)
+        return
     if args.format == "json":
         print_run_summary(run, "json")
         return
@@ -337,6 +439,9 @@ def cmd_show(args):
                   f"finished {info.get('finished') or '-'}")
     if info.get("message"):
         console.print(f"message: {info['message']}")
+    if info.get("task") == "pretrain":
+        _show_pretrain(run, args)
+        return
     if args.config:
         console.rule("resolved config")
         console.print((run.dir / "config.toml").read_text().rstrip(), markup=False)
@@ -367,18 +472,59 @@ def cmd_show(args):
                               ("f1", "F1"), ("support", "support")], args.format, title="test, per class")
 
 
+def _show_pretrain(run, args):
+    from encoderlab.analysis import diagnose
+    console.rule("resolved config" if args.config else "config (differences from the defaults; --config for all)")
+    if args.config:
+        console.print((run.dir / "config.toml").read_text().rstrip(), markup=False)
+    else:
+        for k, v in C.diff(run.config(), C.ExperimentConfig()).items():
+            console.print(f"{k} = {json.dumps(v)}", markup=False)
+    d = run.info.get("data") or {}
+    if d:
+        console.rule("corpus")
+        console.print(f"{d['objective']}; {d['sentences']:,} lines in {d['documents']:,} documents -> "
+                      f"{d['sizes']['train']:,} training / {d['sizes']['heldout']:,} held-out examples "
+                      f"({d['pairs']['train']:,} / {d['pairs']['heldout']:,} sentence pairs); vocabulary "
+                      f"{d['vocab_size']:,}; unigram entropy {d['unigram_entropy']:.3f}; {d['duplicate_share']:.1%} "
+                      f"duplicate lines; {d['parameters']:,} parameters", markup=False)
+    console.rule("history")
+    print_pretrain_summary(run)
+    console.rule("diagnostics")
+    print_findings(diagnose.load_or_compute(run), show_info=True)
+
+
 def cmd_predict(args):
     from encoderlab import predict as P
-    run = _store(args).get(args.run)
-    df, scores = P.predict(run, args.input, batch_size=args.batch_size, text=args.text,
-                           text_pair=args.text_pair)
+    from encoderlab.errors import ConfigError
+    *refs, input_path = args.targets
+    store = _store(args)
+    if args.group:
+        from encoderlab.analysis.compare import select
+        runs = select(store, group=args.group, ids=refs or None)
+        if not runs:
+            raise ConfigError(f"no completed runs in group '{args.group}' (see `encoderlab runs --group ...`)")
+    elif refs:
+        runs = list({r.id: r for r in (store.get(ref) for ref in refs)}.values())
+    else:
+        raise ConfigError("name the run(s) before the input file, or --group G: "
+                          "encoderlab predict RUN [RUN ...] input.csv")
+    df, scores = P.predict(runs if len(runs) > 1 else runs[0], input_path, batch_size=args.batch_size,
+                           text=args.text, text_pair=args.text_pair)
+    out = console if args.output else err   # stdout carries the CSV when there is no -o
+    if len(runs) > 1:
+        out.print(f"ensemble of {len(runs)} runs (mean of their class probabilities): "
+                  + ", ".join(r.id for r in runs), markup=False)
     if args.output:
         P.write(df, args.output)
         console.print(f"wrote {len(df)} predictions to {args.output}")
     else:
         print(df.to_csv(index=False), end="")
-    if scores and args.output:
-        console.print(f"the input has labels: accuracy {scores['accuracy']:.4f}, macro-F1 {scores['macro_f1']:.4f}")
+    if scores:
+        out.print(f"the input has labels: accuracy {scores['accuracy']:.4f}, macro-F1 {scores['macro_f1']:.4f}")
+        if "members" in scores:
+            accs = list(scores["members"].values())
+            out.print(f"single runs: accuracy {min(accs):.4f} .. {max(accs):.4f} (mean {sum(accs) / len(accs):.4f})")
 
 
 def cmd_config(args):
@@ -421,6 +567,13 @@ def _cmd(sub, name, func, help_, example, **kw):
     return p
 
 
+def _experiment_flags(p, file_help: str):
+    p.add_argument("file", help=file_help)
+    p.add_argument("overrides", nargs="*", help="dotted overrides key=value (TOML values)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-eval lines")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
 def _fmt_flag(p):
     p.add_argument("--format", choices=["table", "json", "csv"], default="table", help="output format")
 
@@ -428,7 +581,7 @@ def _fmt_flag(p):
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="encoderlab", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Fine-tune, compare and store BERT-family encoder experiments.\n\n"
+        description="Fine-tune, pretrain, compare and store BERT-family encoder experiments.\n\n"
                     "Example:\n  encoderlab quickstart\n  encoderlab run exp.toml train.lr=2e-5 model.init=random")
     ap.add_argument("--store", default=os.environ.get("ENCODERLAB_STORE", "runs"),
                     help="run store folder (default: ./runs or $ENCODERLAB_STORE)")
@@ -443,10 +596,7 @@ def build_parser() -> argparse.ArgumentParser:
     ref = textwrap.indent("\n".join(f"{k} = {d}   # {doc}" for k, _, d, doc in C.reference()), "  ")
     p = _cmd(sub, "run", cmd_run, "run one experiment file as a stored run",
              f"encoderlab run exp.toml train.lr=2e-5 model.init=random\n\nSettings (key = default):\n{ref}")
-    p.add_argument("file", help="experiment TOML file")
-    p.add_argument("overrides", nargs="*", help="dotted overrides key=value (TOML values)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or per-eval lines")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _experiment_flags(p, "experiment TOML file")
 
     p = _cmd(sub, "sweep", cmd_sweep, "run every point of an experiment's [sweep] (grid x seeds x folds)",
              "encoderlab sweep examples/pre-vs-npre.toml --dry-run")
@@ -499,6 +649,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="report.html, or report.md for Markdown + PNGs")
     p.add_argument("--title", help="report title")
 
+    p = _cmd(sub, "pretrain", cmd_pretrain, "pretrain an encoder with masked language modelling "
+             "(+ NSP / SOP) on your corpus; the run's model fine-tunes as model.path = \"run:ID\"",
+             "encoderlab pretrain examples/anon-pretrain.toml train.epochs=1")
+    _experiment_flags(p, "experiment TOML file ([data] corpus, [model], [train], [pretrain])")
+
+    p = _cmd(sub, "tokenizer", None, "train a tokenizer or ID vocabulary on your corpus",
+             "encoderlab tokenizer train corpus.txt --kind wordpiece --vocab-size 8000 -o my-tokenizer")
+    tsub = p.add_subparsers(dest="tokenizer_verb", required=True, metavar="VERB")
+    p = _cmd(tsub, "train", cmd_tokenizer_train,
+             "train a WordPiece / BPE / Unigram tokenizer, or an ID vocabulary for whitespace-separated "
+             "integer tokens; saved in Hugging Face format (AutoTokenizer.from_pretrained loads it)",
+             "encoderlab tokenizer train corpus.txt --kind wordpiece --vocab-size 8000 -o my-tokenizer\n"
+             "  encoderlab tokenizer train ids.tsv --text tokens --kind ids --unknown-ids error "
+             "--min-frequency 1 -o my-ids")
+    p.add_argument("corpus", nargs="+", help=".txt files (one sentence per line) or csv/tsv/jsonl/parquet tables")
+    p.add_argument("-o", "--output", required=True, help="folder to write the tokenizer to")
+    p.add_argument("--kind", default="wordpiece", choices=["wordpiece", "bpe", "unigram", "ids"],
+                   help="subword model, or ids: one token per whitespace-separated integer")
+    p.add_argument("--vocab-size", type=int, default=0,
+                   help="tokens incl. the 5 special ones (default 8000; ids: every frequent-enough ID)")
+    p.add_argument("--min-frequency", type=int, default=2, help="keep tokens / IDs seen at least this often")
+    p.add_argument("--text", default="text", help="column of a table holding the text (default 'text')")
+    p.add_argument("--text-pair", default="", help="a second text column of a table, also read")
+    p.add_argument("--cased", action="store_true", help="keep upper case (subword kinds lowercase by default)")
+    p.add_argument("--unknown-ids", default="unk", choices=["unk", "error"],
+                   help="ids: an ID outside the vocabulary becomes [UNK], or is an error naming file and row")
+    p.add_argument("--max-length", type=int, default=512, help="model_max_length stored with the tokenizer")
+    _fmt_flag(p)
+
     p = _cmd(sub, "resume", cmd_resume, "continue an interrupted run from its newest checkpoint",
              "encoderlab resume 20261123-101500-quickstart-1a2b")
     p.add_argument("run", help="run id (a unique prefix or suffix is enough; 'last' = newest)")
@@ -519,10 +698,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", action="store_true", help="print the whole resolved config")
     _fmt_flag(p)
 
-    p = _cmd(sub, "predict", cmd_predict, "label a csv/tsv/jsonl/parquet file with a run's model",
-             "encoderlab predict last input.csv -o preds.csv")
-    p.add_argument("run")
-    p.add_argument("input")
+    p = _cmd(sub, "predict", cmd_predict, "label a csv/tsv/jsonl/parquet file with a run's model, or "
+             "with an ensemble of runs (mean of class probabilities, e.g. the k fold models of a sweep)",
+             "encoderlab predict last input.csv -o preds.csv\n"
+             "  encoderlab predict --group anon-kfold input.csv -o preds.csv")
+    p.add_argument("targets", nargs="+", metavar="RUN... INPUT",
+                   help="run id(s) (none with --group), then the input file")
+    p.add_argument("--group", help="ensemble of every completed run of this group (pattern, * wildcard)")
     p.add_argument("-o", "--output", help="output file (.csv, .tsv, .jsonl, .parquet); default stdout")
     p.add_argument("--text", help="text column if it differs from the run's data.text")
     p.add_argument("--text-pair", help="second text column if it differs from the run's data.text_pair")

@@ -21,16 +21,19 @@ from typing import Any
 from encoderlab.errors import ConfigError
 
 
-def opt(default: Any, doc: str, choices: tuple | None = None):
-    """A dataclass field with a default, a one-line doc and optionally the allowed values."""
-    meta = {"doc": doc, "choices": choices}
+def opt(default: Any, doc: str, choices: tuple | None = None, late: bool = False):
+    """A dataclass field with a default, a one-line doc and optionally the allowed values.
+
+    `late` marks a field added after runs were first stored: at its default it stays out of
+    `config_hash`, so stored runs keep matching their sweep points."""
+    meta = {"doc": doc, "choices": choices, "late": late}
     if isinstance(default, (list, dict)):
         raise TypeError("use tuples for sequence defaults (configs are frozen)")
     return field(default=default, metadata=meta)
 
 
-def sub(cls, doc: str):
-    return field(default_factory=cls, metadata={"doc": doc, "choices": None})
+def sub(cls, doc: str, late: bool = False):
+    return field(default_factory=cls, metadata={"doc": doc, "choices": None, "late": late})
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,10 @@ class HeadConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    path: str = opt("builtin:minilm-l6", "builtin:NAME or a local Hugging Face model directory")
+    path: str = opt("builtin:minilm-l6", "builtin:NAME, run:ID, arch:bert / arch:albert (no weights) "
+                    "or a local Hugging Face model directory")
+    tokenizer: str = opt("", "tokenizer folder (e.g. from `encoderlab tokenizer train`) or run:ID; "
+                         "empty = the model's own; when set, the vocabulary size follows it", late=True)
     init: str = opt("pretrained", "pretrained weights, or the same architecture from random init",
                     ("pretrained", "random"))
     num_layers: int = opt(0, "keep only the first N encoder layers (0 = all)")
@@ -118,6 +124,21 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class PretrainConfig:
+    """`encoderlab pretrain` only. The corpus is data.source: a .txt file (one sentence per line,
+    a blank line ends a document) or a table whose data.text (+ data.text_pair) column is read;
+    data.max_train / data.max_eval cap the examples, data.split_seed seeds the held-out split.
+    [train] applies as in fine-tuning, except the classification-only keys (class_weights,
+    label_smoothing, metric, early_stopping): the best checkpoint has the lowest held-out MLM loss."""
+    objective: str = opt("mlm", "masked LM alone, or with next-sentence (nsp) / sentence-order (sop) "
+                         "prediction on sentence pairs", ("mlm", "mlm+nsp", "mlm+sop"))
+    mask_rate: float = opt(0.15, "share of tokens predicted: 80% become [MASK], 10% a random token, 10% stay")
+    whole_word_masking: bool = opt(False, "mask all sub-tokens of a chosen word together")
+    pair_swap: float = opt(0.0, "objective mlm: chance to present a pair as (B, A); augmentation")
+    heldout_fraction: float = opt(0.05, "share of documents held out for MLM loss / masked-token accuracy")
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     name: str = opt("experiment", "name of the run(s); shown by `encoderlab runs`")
     group: str = opt("", "group the run belongs to (sweeps set it)")
@@ -125,6 +146,8 @@ class ExperimentConfig:
     encode: EncodeConfig = sub(EncodeConfig, "how examples become tokens")
     model: ModelConfig = sub(ModelConfig, "encoder, init and head")
     train: TrainConfig = sub(TrainConfig, "the fit loop")
+    pretrain: PretrainConfig = sub(PretrainConfig, "`encoderlab pretrain`: masking and sentence-pair objective",
+                                   late=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,6 +288,9 @@ def _resolve_paths(raw: dict, folder: Path) -> None:
         v = model.get("path")
         if isinstance(v, str) and (v.startswith(".") or "/" in v) and ":" not in v and not Path(v).is_absolute():
             model["path"] = str((folder / v).resolve())
+        v = model.get("tokenizer")
+        if isinstance(v, str) and v and ":" not in v.split("/")[0] and not Path(v).is_absolute():
+            model["tokenizer"] = str((folder / v).resolve())
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -283,10 +309,23 @@ def diff(cfg, base) -> dict[str, Any]:
     return {k: v for k, v in a.items() if b.get(k) != v}
 
 
+def _drop_late_defaults(cfg, d: dict) -> None:
+    """Remove `late` fields (and tables) that are at their default from `d`, in place."""
+    default = type(cfg)()
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.metadata.get("late") and value == getattr(default, f.name):
+            d.pop(f.name)
+        elif dataclasses.is_dataclass(value):
+            _drop_late_defaults(value, d[f.name])
+
+
 def config_hash(cfg: ExperimentConfig) -> str:
-    """Hash of everything that changes the result (not the name or group)."""
+    """Hash of everything that changes the result (not the name or group). Fields added later
+    count only when set, so the hash of a config that does not use them never changes."""
     d = to_dict(cfg)
     d.pop("name"), d.pop("group")
+    _drop_late_defaults(cfg, d)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -1,10 +1,11 @@
-"""Label new examples with a stored run's final model."""
+"""Label new examples with a stored run's final model, or with an ensemble of runs (k folds)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -18,27 +19,56 @@ from encoderlab.store.runs import Run
 from encoderlab.train.fit import pick_device, predict_logits
 
 
-def predict(run: Run, input_path: str, *, batch_size: int = 128, text: str | None = None,
-            text_pair: str | None = None, device: str = "auto") -> tuple[pd.DataFrame, dict | None]:
-    """Input rows plus `predicted` and one `p_<label>` column per class. When the input has the
-    label column, also returns accuracy/macro-F1 on it (unseen labels are errors)."""
-    folder = run.dir / "model"
-    if not (folder / "encoderlab.json").exists():
+def _check_model(run: Run) -> None:
+    if run.info.get("task") == "pretrain":
+        raise StoreError(f"run {run.id} is a pretraining run (no classifier); fine-tune it with "
+                         f"model.path = \"run:{run.id}\"")
+    if not (run.dir / "model" / "encoderlab.json").exists():
         raise StoreError(f"run {run.id} has no final model (status {run.status}); "
                          f"finish it with `encoderlab resume {run.id}`")
+
+
+def _probabilities(run: Run, input_path: str, frame: pd.DataFrame, *, batch_size: int, text: str | None,
+                   text_pair: str | None, device: str):
+    """(N, num_labels) class probabilities of one run's final model, its labels and the input split."""
+    folder = run.dir / "model"
     cfg = run.config()
     data_cfg = resolve_columns(replace(cfg.data, text=text or cfg.data.text,
                                        text_pair=text_pair if text_pair is not None else cfg.data.text_pair))
     model, tokenizer, meta = classifier.load(folder)
     names = meta["labels"]
-    frame = read_table(input_path, "auto")
     split, _ = read_split(input_path, replace(data_cfg, format="auto"), "predict", names,
                           require_labels=False, frame=frame)
     enc = encode_split(tokenizer, split, meta["max_length"], meta["truncation"])
     dev = pick_device(device)
     model.to(dev)
     logits = predict_logits(model, enc, batch_size, tokenizer.pad_token_id or 0, dev, cfg.train.precision)
-    probs = torch.softmax(torch.from_numpy(logits), 1).numpy()
+    return torch.softmax(torch.from_numpy(logits), 1).numpy(), names, split
+
+
+def predict(run: Run | list[Run], input_path: str, *, batch_size: int = 128, text: str | None = None,
+            text_pair: str | None = None, device: str = "auto") -> tuple[pd.DataFrame, dict | None]:
+    """Input rows plus `predicted` and one `p_<label>` column per class. Several runs (e.g. the k
+    fold models of a sweep) are an ensemble: their class probabilities are averaged; they must
+    share the label set and order. When the input has the label column, also returns
+    accuracy/macro-F1 on it (unseen labels are errors); for an ensemble also each member's."""
+    runs = run if isinstance(run, list) else [run]
+    if not runs:
+        raise StoreError("no runs to predict with")
+    for r in runs:
+        _check_model(r)
+    frame = read_table(input_path, "auto")
+    kw = {"batch_size": batch_size, "text": text, "text_pair": text_pair, "device": device}
+    probs, names, split = _probabilities(runs[0], input_path, frame, **kw)
+    members = [probs]
+    for other in runs[1:]:
+        p, other_names, _ = _probabilities(other, input_path, frame, **kw)
+        if other_names != names:
+            raise StoreError(f"run {other.id} has other labels than run {runs[0].id} "
+                             f"({len(other_names)} vs {len(names)}, or another order); an ensemble "
+                             "averages probabilities of the same classes")
+        members.append(p)
+    probs = np.mean(members, axis=0)
     out = frame.copy()
     out["predicted"] = [names[i] for i in probs.argmax(1)]
     for j, n in enumerate(names):
@@ -46,6 +76,9 @@ def predict(run: Run, input_path: str, *, batch_size: int = 128, text: str | Non
     scores = None
     if (split.labels >= 0).all():
         scores = M.classification(split.labels, probs.argmax(1), names)
+        if len(runs) > 1:
+            scores["members"] = {r.id: M.classification(split.labels, p.argmax(1), names)["accuracy"]
+                                 for r, p in zip(runs, members)}
     return out, scores
 
 

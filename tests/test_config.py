@@ -225,6 +225,7 @@ test = "/abs/test.csv"
 
 [model]
 path = "./models/tiny"
+tokenizer = "vocab"
 """)
     monkeypatch.chdir(tmp_path)  # a different working directory must not matter
     cfg = C.load(Path("exps/exp.toml"))
@@ -232,6 +233,7 @@ path = "./models/tiny"
     assert cfg.data.validation == str((tmp_path / "shared/val.csv").resolve())
     assert cfg.data.test == "/abs/test.csv"
     assert cfg.model.path == str((folder / "models/tiny").resolve())
+    assert cfg.model.tokenizer == str((folder / "vocab").resolve())
 
 
 def test_builtin_and_empty_paths_are_not_resolved(tmp_path):
@@ -286,6 +288,17 @@ def test_config_hash():
     assert C.config_hash(C.replace(cfg, train__lr=2e-5)) != h
     assert C.config_hash(C.replace(cfg, model__head__type="mlp")) != h
     assert C.config_hash(C.replace(cfg, data__labels=("a", "b"))) != h
+
+
+def test_fields_added_later_keep_stored_hashes_until_set():
+    """model.tokenizer and [pretrain] came after runs were stored: at their defaults they leave
+    config_hash as it was (so sweeps still find their finished runs); set, they change it."""
+    cfg = C.ExperimentConfig()
+    assert C.config_hash(cfg) == "c69478402b17c281"     # the hash before those fields existed
+    assert C.config_hash(C.replace(cfg, model__tokenizer="tok")) != C.config_hash(cfg)
+    assert C.config_hash(C.replace(cfg, pretrain__mask_rate=0.2)) != C.config_hash(cfg)
+    late = {f.name for f in dataclasses.fields(C.ModelConfig) if f.metadata["late"]}
+    assert late == {"tokenizer"}
 
 
 def test_replace_validates():

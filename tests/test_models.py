@@ -94,3 +94,41 @@ def test_save_and_load_roundtrip(tmp_path):
         a = model(batch["input_ids"], batch["attention_mask"])["logits"]
         b = again(batch["input_ids"], batch["attention_mask"])["logits"]
     assert torch.allclose(a, b) and meta["labels"] == ["x", "y"]
+
+
+@pytest.mark.parametrize("arch", sorted(registry.ARCHITECTURES))
+def test_architecture_without_weights_takes_its_vocabulary_from_the_tokenizer(arch, tmp_path):
+    from encoderlab.data.corpus import read_corpus
+    from encoderlab.encode import vocab as V
+    corpus = tmp_path / "ids.txt"
+    corpus.write_text("\n".join(" ".join(str(i * j % 97) for j in range(12)) for i in range(1, 60)) + "\n")
+    V.save(V.train(read_corpus(corpus), "ids", min_frequency=1), tmp_path / "vocab")
+    cfg = C.from_dict(C.ModelConfig, {"path": f"arch:{arch}", "init": "random", "tokenizer": str(tmp_path / "vocab"),
+                                      "num_layers": 2, "hidden_size": 16, "num_heads": 2, "intermediate_size": 32})
+    model, tok, folder = classifier.build(cfg, 3)
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json"]
+    assert model.encoder.config.model_type == arch
+    assert model.encoder.get_input_embeddings().num_embeddings == len(tok) == 102
+    batch = tok(["1 2 3", "4 5 6 7"], padding=True, return_tensors="pt")
+    assert model(batch["input_ids"], batch["attention_mask"])["logits"].shape == (2, 3)
+    assert f"arch:{arch}" in registry.list_models()
+
+
+def test_architecture_and_tokenizer_mistakes_are_clear(tmp_path):
+    with pytest.raises(ConfigError, match='set model.init = "random"'):
+        classifier.build(C.from_dict(C.ModelConfig, {"path": "arch:bert", "tokenizer": "builtin:minilm-l6"}), 2)
+    with pytest.raises(ConfigError, match="has no tokenizer; set model.tokenizer"):
+        classifier.build(C.from_dict(C.ModelConfig, {"path": "arch:bert", "init": "random"}), 2)
+    with pytest.raises(ConfigError, match="no architecture 'gpt'"):
+        registry.resolve("arch:gpt")
+    with pytest.raises(ConfigError, match="model.tokenizer: .* is not a folder"):
+        registry.resolve_tokenizer(str(tmp_path / "nope"))
+    with pytest.raises(ConfigError, match="has no tokenizer.json"):
+        registry.resolve_tokenizer(str(tmp_path))
+    # pretrained weights with another tokenizer: its embeddings would not match the tokens
+    from encoderlab.encode import vocab as V
+    from encoderlab.data.corpus import read_corpus
+    (tmp_path / "c.txt").write_text("1 2 3\n")
+    V.save(V.train(read_corpus(tmp_path / "c.txt"), "ids", min_frequency=1), tmp_path / "v")
+    with pytest.raises(ConfigError, match="model.tokenizer has 8 tokens but the pretrained model"):
+        classifier.build(C.from_dict(C.ModelConfig, {"tokenizer": str(tmp_path / "v"), "num_layers": 1}), 2)

@@ -639,8 +639,26 @@ def _order(findings: list[Finding]) -> list[Finding]:
     return sorted(findings, key=lambda f: SEVERITIES.index(f.severity))
 
 
+def _pretrain_findings(run: Run) -> list[Finding]:
+    """A pretraining run is judged while it trains (duplicate lines, unigram plateau, one token
+    everywhere: encoderlab.train.pretrain); its warnings are stored as `warning` events."""
+    found = [Finding(d["code"], "warning", d["title"], d["evidence"], d["fix"])
+             for d in (ev.get("detail") or {} for ev in run.events() if ev.get("split") == "warning")]
+    status = run.status
+    if status != "completed":
+        msg = run.info.get("message") or ""
+        found.append(Finding("incomplete", "info", f"pretraining run is {status}",
+                             "model warnings are checked when it finishes" + (f"; message: {msg}" if msg else ""),
+                             "resume it: encoderlab resume RUN" if status == "interrupted" else
+                             "read the message; fix the cause and start the run again" if status == "failed"
+                             else "wait for the run to finish, then diagnose again"))
+    return found
+
+
 def diagnose(run: Run) -> list[Finding]:
     """Findings for one run, errors first; a healthy run has no error or warning."""
+    if run.info.get("task") == "pretrain":
+        return _order(_pretrain_findings(run))
     ctx = _read(run)
     found: list[Finding] = []
     inc = _incomplete(ctx, run.status)

@@ -24,6 +24,11 @@ def epoch_table(run: Run) -> list[dict]:
         else:
             row.update(epoch=ev["epoch"], val_loss=m.get("loss"), val_acc=m.get("accuracy"),
                        val_f1=m.get("macro_f1"))
+    return _by_step(rows)
+
+
+def _by_step(rows: dict[int, dict]) -> list[dict]:
+    """Rows in step order with the cumulative training time (`elapsed`) added."""
     out = sorted(rows.values(), key=lambda r: r["step"])
     elapsed = 0.0
     for r in out:
@@ -33,9 +38,28 @@ def epoch_table(run: Run) -> list[dict]:
 
 
 def final_scores(run: Run) -> dict[str, dict]:
-    """{'test': {...}, 'final_validation': {...}} from the last such events, with detail."""
+    """{'test': {...}, 'final_validation': {...}} (pretraining runs: 'final_heldout') from the
+    last such events, with detail."""
     out = {}
     for ev in run.events():
-        if ev["split"] in ("test", "final_validation"):
+        if ev["split"] in ("test", "final_validation", "final_heldout"):
             out[ev["split"]] = {**ev.get("metrics", {}), **ev.get("detail", {}), "step": ev.get("step")}
     return out
+
+
+def pretrain_table(run: Run) -> list[dict]:
+    """One row per held-out evaluation of a pretraining run: train MLM loss since the previous
+    one, held-out MLM loss, masked-token accuracy, sentence-pair accuracy, top-1 token share."""
+    rows: dict[int, dict] = {}
+    for ev in run.events():
+        split, m = ev["split"], ev.get("metrics", {})
+        if split not in ("pretrain", "heldout"):
+            continue
+        row = rows.setdefault(ev["step"], {"epoch": ev["epoch"], "step": ev["step"]})
+        if split == "pretrain":
+            row.update(train_mlm_loss=m.get("mlm_loss"), train_pair_acc=m.get("pair_accuracy"),
+                       seconds=m.get("seconds"), tokens_per_s=m.get("tokens_per_s"))
+        else:
+            row.update(epoch=ev["epoch"], mlm_loss=m.get("mlm_loss"), mlm_acc=m.get("mlm_accuracy"),
+                       pair_acc=m.get("pair_accuracy"), top1_share=m.get("top1_share"))
+    return _by_step(rows)

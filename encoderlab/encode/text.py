@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from encoderlab.data.dataset import Split
+from encoderlab.encode.vocab import check_known
 
 
 @dataclass
@@ -31,6 +32,7 @@ def encode_split(tokenizer, split: Split, max_length: int, truncation: str) -> E
                     max_length=max_length, padding=False, return_attention_mask=False,
                     return_token_type_ids=split.pairs is not None)
     ids = [np.asarray(x, dtype=np.int64) for x in out["input_ids"]]
+    check_known(tokenizer, ids, split.texts, split.pairs, lambda i: {"file": split.source or None})
     types = [np.asarray(x, dtype=np.int64) for x in out["token_type_ids"]] \
         if split.pairs is not None and "token_type_ids" in out else None
     lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))

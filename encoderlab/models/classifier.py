@@ -95,13 +95,39 @@ def default_pooling(folder: Path) -> str:
     return "cls"
 
 
+def prepare(cfg: ModelConfig, store_root=None) -> tuple[Path, object, object]:
+    """Model folder, its config with the overrides applied, and the tokenizer (the folder's own,
+    or `cfg.tokenizer`, whose vocabulary size then replaces the model's)."""
+    folder = registry.resolve(cfg.path, store_root)
+    if registry.is_architecture(cfg.path):
+        if cfg.init != "random":
+            raise ConfigError(f"model.path = \"{cfg.path}\" is an architecture without weights; "
+                              "set model.init = \"random\"")
+        if not cfg.tokenizer:
+            raise ConfigError(f"model.path = \"{cfg.path}\" has no tokenizer; set model.tokenizer to a "
+                              "tokenizer folder (make one with `encoderlab tokenizer train`)")
+    config = AutoConfig.from_pretrained(folder)
+    _apply_overrides(config, cfg)
+    if not cfg.tokenizer:
+        return folder, config, AutoTokenizer.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(registry.resolve_tokenizer(cfg.tokenizer, store_root))
+    if cfg.init == "pretrained" and len(tokenizer) != config.vocab_size:
+        raise ConfigError(f"model.tokenizer has {len(tokenizer)} tokens but the pretrained model "
+                          f"{cfg.path} has {config.vocab_size}: its embeddings belong to its own "
+                          "tokenizer; drop model.tokenizer or set model.init = \"random\"")
+    config.vocab_size = len(tokenizer)
+    # special ids the config declares (ALBERT: bos/eos) must be the new tokenizer's
+    for attr, token_id in (("pad_token_id", tokenizer.pad_token_id), ("bos_token_id", tokenizer.cls_token_id),
+                           ("eos_token_id", tokenizer.sep_token_id)):
+        if getattr(config, attr, None) is not None and token_id is not None:
+            setattr(config, attr, token_id)
+    return folder, config, tokenizer
+
+
 def build(cfg: ModelConfig, num_labels: int, *, class_weights=None, label_smoothing=0.0,
           store_root=None):
     """Encoder from `cfg.path` (pretrained or fresh), with a new head. Returns (model, tokenizer, folder)."""
-    folder = registry.resolve(cfg.path, store_root)
-    config = AutoConfig.from_pretrained(folder)
-    _apply_overrides(config, cfg)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    folder, config, tokenizer = prepare(cfg, store_root)
     encoder = _encoder(folder, config, pretrained=cfg.init == "pretrained")
     if len(tokenizer) > encoder.get_input_embeddings().num_embeddings:
         encoder.resize_token_embeddings(len(tokenizer))

@@ -1,8 +1,13 @@
-"""Where model weights come from: builtin names, stored runs, or local Hugging Face folders."""
+"""Where model weights come from: builtin names, stored runs, local Hugging Face folders, or
+bare architectures (`arch:NAME`: a config.json without weights, for training from scratch)."""
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -29,8 +34,42 @@ FAMILIES = ("bert", "albert", "roberta", "distilbert", "electra", "xlm-roberta",
             "deberta", "deberta-v2", "mpnet")
 
 
+def _bert_config():
+    from transformers import BertConfig
+    return BertConfig()
+
+
+def _albert_config():
+    from transformers import AlbertConfig
+    # AlbertConfig's defaults are the xxlarge shape (4096 hidden, 64 heads); start from albert-base
+    return AlbertConfig(hidden_size=768, num_attention_heads=12, intermediate_size=3072)
+
+
+# name -> (transformers config with the family's defaults, one-line description)
+ARCHITECTURES: dict[str, tuple[Callable[[], object], str]] = {
+    "bert": (_bert_config, "BERT-base shape, no weights (12 layers, 768 hidden, 12 heads); set "
+                           "model.tokenizer and the size overrides"),
+    "albert": (_albert_config, "ALBERT-base shape, no weights (12 layers sharing one, 768 hidden, "
+                               "128 embedding); set model.tokenizer and the size overrides"),
+}
+
+
 def list_models() -> dict[str, str]:
-    return {f"builtin:{k}": v[1] for k, v in BUILTIN.items()}
+    return {**{f"builtin:{k}": v[1] for k, v in BUILTIN.items()},
+            **{f"arch:{k}": v[1] for k, v in ARCHITECTURES.items()}}
+
+
+@functools.lru_cache(maxsize=None)
+def _arch_folder(name: str) -> Path:
+    """A throwaway folder holding only config.json for architecture `name` (one per process)."""
+    folder = Path(tempfile.mkdtemp(prefix=f"encoderlab-arch-{name}-"))
+    atexit.register(shutil.rmtree, folder, True)
+    ARCHITECTURES[name][0]().save_pretrained(folder)
+    return folder
+
+
+def is_architecture(path: str) -> bool:
+    return path.startswith("arch:")
 
 
 def resolve(path: str, store_root: str | os.PathLike | None = None) -> Path:
@@ -41,9 +80,19 @@ def resolve(path: str, store_root: str | os.PathLike | None = None) -> Path:
             raise ConfigError(f"model.path: no builtin model '{name}' "
                               f"(available: {', '.join(list_models())})")
         return BUILTIN[name][0]()
+    if path.startswith("arch:"):
+        name = path.removeprefix("arch:")
+        if name not in ARCHITECTURES:
+            raise ConfigError(f"model.path: no architecture '{name}' "
+                              f"(available: {', '.join('arch:' + a for a in ARCHITECTURES)})")
+        return _arch_folder(name)
     if path.startswith("run:"):
         from encoderlab.store.runs import RunStore
-        run = RunStore(store_root or os.environ.get("ENCODERLAB_STORE", "runs")).get(path[4:])
+        store = RunStore(store_root or os.environ.get("ENCODERLAB_STORE", "runs"))
+        try:
+            run = store.get(path[4:])    # an id, or a name: its newest completed run
+        finally:
+            store.close()
         folder = run.dir / "model"
         if not (folder / "config.json").exists():
             raise ConfigError(f"model.path: run {run.id} has no saved model (status {run.status})")
@@ -54,4 +103,18 @@ def resolve(path: str, store_root: str | os.PathLike | None = None) -> Path:
                           f"(builtin models: {', '.join(list_models())})")
     if not (folder / "config.json").exists():
         raise ConfigError(f"model.path: {folder} has no config.json; expected a Hugging Face model folder")
+    return folder
+
+
+def resolve_tokenizer(path: str, store_root: str | os.PathLike | None = None) -> Path:
+    """Turn `model.tokenizer` into a folder that AutoTokenizer loads: a tokenizer folder, or the
+    model folder of builtin:NAME / run:ID."""
+    if path.startswith(("builtin:", "run:")):
+        return resolve(path, store_root)
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise ConfigError(f"model.tokenizer: '{path}' is not a folder, 'builtin:NAME' or 'run:ID' "
+                          "(make one with `encoderlab tokenizer train`)")
+    if not ((folder / "tokenizer.json").exists() or (folder / "tokenizer_config.json").exists()):
+        raise ConfigError(f"model.tokenizer: {folder} has no tokenizer.json or tokenizer_config.json")
     return folder

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_model, save_model
 
 from encoderlab.store import atomic
 
@@ -19,7 +19,8 @@ def save(folder: Path, model, optimizer, scheduler, state: dict) -> Path:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+    # save_model/load_model store tied weights (an MLM decoder sharing the embeddings) once
+    save_model(model, str(tmp / "model.safetensors"))
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "torch_rng": torch.get_rng_state()}, tmp / "trainer.pt")
     (tmp / "state.json").write_text(json.dumps(state, indent=2))
@@ -28,7 +29,7 @@ def save(folder: Path, model, optimizer, scheduler, state: dict) -> Path:
 
 
 def load_weights(folder: Path, model) -> None:
-    model.load_state_dict(load_file(str(folder / "model.safetensors")))
+    load_model(model, str(folder / "model.safetensors"))
 
 
 def load(folder: Path, model, optimizer, scheduler) -> dict:

@@ -82,6 +82,7 @@ class Setup:
     enc: dict[str, Encoded]
     device: torch.device
     class_weights: torch.Tensor | None
+    model_source: str = ""        # the folder model.path resolved to (run:NAME moves on; this not)
 
 
 def setup(cfg: C.ExperimentConfig, store_root=None, label_names: list[str] | None = None) -> Setup:
@@ -96,12 +97,13 @@ def setup(cfg: C.ExperimentConfig, store_root=None, label_names: list[str] | Non
         counts = np.bincount(data.train.labels, minlength=len(data.label_names)).astype(np.float32)
         weights = torch.from_numpy(len(data.train) / (len(counts) * np.maximum(counts, 1)))
     device = pick_device(cfg.train.device)
-    model, tokenizer, _ = classifier.build(cfg.model, len(data.label_names), class_weights=weights,
-                                           label_smoothing=cfg.train.label_smoothing, store_root=store_root)
+    model, tokenizer, folder = classifier.build(cfg.model, len(data.label_names), class_weights=weights,
+                                                label_smoothing=cfg.train.label_smoothing, store_root=store_root)
     model.to(device)
     enc = {s: encode_split(tokenizer, getattr(data, s), cfg.encode.max_length, cfg.encode.truncation)
            for s in ("train", "validation", "test")}
-    return Setup(cfg, data, model, tokenizer, enc, device, weights)
+    source = cfg.model.path if cfg.model.path.startswith(("arch:", "builtin:")) else str(Path(folder).resolve())
+    return Setup(cfg, data, model, tokenizer, enc, device, weights, source)
 
 
 def _data_summary(s: Setup) -> dict:
@@ -134,7 +136,7 @@ class _Diverged(EncoderlabError):
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt():
+def sigterm_as_interrupt():
     """`kill` (SIGTERM) stops a run the same clean way Ctrl-C does."""
     def handler(signum, frame):
         raise KeyboardInterrupt
@@ -167,15 +169,12 @@ def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
     state = {"step": 0, "epoch": 0, "batch": 0, "best": None, "bad_evals": 0,
              "train": {"loss": 0.0, "correct": 0, "seen": 0, "tokens": 0, "seconds": 0.0}}
     if resume is None:
-        run = store.create(cfg, s.data.label_names, task=s.data.task, data=_data_summary(s))
+        run = store.create(cfg, s.data.label_names, task=s.data.task, data=_data_summary(s),
+                           model_source=s.model_source)
     else:
         run = resume
-        if run.status == "completed":
-            raise StoreError(f"run {run.id} is already completed")
-        if run.checkpoints:
-            state = checkpoint.load(run.checkpoints[-1], s.model, opt, sched)
-        run.update(status="running", pid=os.getpid(), message=f"resumed at step {state['step']}")
-    emit = _emitter(run, callback)
+        state = reopen(run, s.model, opt, sched, state)
+    emit = emitter(run, callback)
     pad_id = s.tokenizer.pad_token_id or 0
     ckpt_dir = run.dir / "checkpoints"
 
@@ -201,10 +200,10 @@ def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
                    best_metric=tc.metric, best_value=state["best"]["value"])
         return bool(tc.early_stopping) and state["bad_evals"] >= tc.early_stopping
 
-    bar = _Progress(progress, total, state["step"])
+    bar = ProgressBar(progress, total, state["step"])
     s.model.train()
     try:
-        with _sigterm_as_interrupt(), bar:
+        with sigterm_as_interrupt(), bar:
             for epoch in range(state["epoch"], tc.epochs):
                 batches = train_batches(s.enc["train"].lengths, tc.batch_size,
                                         seed=tc.seed * 100003 + epoch, bucket=tc.bucket)
@@ -282,6 +281,17 @@ def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
     return _finish(run, s, state, pad_id, emit)
 
 
+def reopen(run: Run, model, opt, sched, state: dict) -> dict:
+    """Mark an interrupted run as running again; its newest checkpoint's loop state (weights,
+    optimizer, scheduler and RNG restored), or `state` when it has none yet."""
+    if run.status == "completed":
+        raise StoreError(f"run {run.id} is already completed")
+    if run.checkpoints:
+        state = checkpoint.load(run.checkpoints[-1], model, opt, sched)
+    run.update(status="running", pid=os.getpid(), message=f"resumed at step {state['step']}")
+    return state
+
+
 def _finish(run: Run, s: Setup, state: dict, pad_id: int, emit) -> Run:
     """Reload the best checkpoint, score validation and test, save predictions and the model."""
     tc = s.cfg.train
@@ -319,7 +329,7 @@ def _write_predictions(path: Path, split, logits: np.ndarray, names: list[str]) 
     atomic.write_text(path, df.to_csv(index=False))
 
 
-def _emitter(run: Run, callback: Callback | None) -> Callback:
+def emitter(run: Run, callback: Callback | None) -> Callback:
     def emit(event: dict) -> None:
         run.log(event)
         if callback:
@@ -327,22 +337,22 @@ def _emitter(run: Run, callback: Callback | None) -> Callback:
     return emit
 
 
-class _Progress:
+class ProgressBar:
     """A rich progress bar over optimizer steps (silent when disabled or not a terminal)."""
 
-    def __init__(self, enabled: bool, total: int, start: int):
-        self.enabled, self.total, self.start = enabled, total, start
+    def __init__(self, enabled: bool, total: int, start: int, label: str = "train"):
+        self.enabled, self.total, self.start, self.label = enabled, total, start, label
         self.bar = None
 
     def __enter__(self):
         if self.enabled:
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                        TimeElapsedColumn, TimeRemainingColumn)
-            self.bar = Progress(TextColumn("[bold]train[/] epoch {task.fields[epoch]}"), BarColumn(),
+            self.bar = Progress(TextColumn(f"[bold]{self.label}[/] epoch {{task.fields[epoch]}}"), BarColumn(),
                                 MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
                                 TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
             self.bar.__enter__()
-            self.task = self.bar.add_task("train", total=self.total, completed=self.start, epoch=1,
+            self.task = self.bar.add_task(self.label, total=self.total, completed=self.start, epoch=1,
                                           loss=float("nan"))
         return self
 

@@ -514,7 +514,7 @@ def cmd_predict(args):
     out = console if args.output else err   # stdout carries the CSV when there is no -o
     if len(runs) > 1:
         out.print(f"ensemble of {len(runs)} runs (mean of their class probabilities): "
-                  + ", ".join(r.id for r in runs), markup=False)
+                  + ", ".join(r.id for r in runs), markup=False, soft_wrap=True)
     if args.output:
         P.write(df, args.output)
         console.print(f"wrote {len(df)} predictions to {args.output}")

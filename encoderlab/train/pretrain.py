@@ -338,10 +338,9 @@ def _check(cfg: C.ExperimentConfig) -> None:
 def unigram_entropy(tok: Tokens, sentences: np.ndarray, special: Special, vocab: int) -> float:
     """Entropy (nats) of the training tokens' frequencies: the MLM loss of a model that ignores
     context and predicts the corpus's token frequencies."""
-    counts = np.zeros(vocab, dtype=np.int64)
-    for i in sentences:
-        counts += np.bincount(tok.ids[i], minlength=vocab)[:vocab]
-    counts[special.all] = 0
+    ids = np.concatenate([tok.ids[i] for i in sentences] + [np.zeros(0, np.int64)])
+    counts = np.bincount(ids, minlength=vocab)[:vocab]
+    counts[special.all[special.all < vocab]] = 0
     p = counts[counts > 0] / counts.sum()
     return float(-(p * np.log(p)).sum())
 

@@ -132,3 +132,9 @@ def test_architecture_and_tokenizer_mistakes_are_clear(tmp_path):
     V.save(V.train(read_corpus(tmp_path / "c.txt"), "ids", min_frequency=1), tmp_path / "v")
     with pytest.raises(ConfigError, match="model.tokenizer has 8 tokens but the pretrained model"):
         classifier.build(C.from_dict(C.ModelConfig, {"tokenizer": str(tmp_path / "v"), "num_layers": 1}), 2)
+
+
+def test_pairs_feed_segment_ids_to_bert():
+    """transformers wraps forward in decorators; segment ids must still reach the encoder."""
+    model, _, _ = classifier.build(C.from_dict(C.ModelConfig, {"num_layers": 1}), 2)
+    assert model.uses_token_types

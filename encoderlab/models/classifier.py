@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -47,7 +48,8 @@ class Classifier(nn.Module):
         self.head = Head(encoder.config.hidden_size, num_labels, head)
         self.register_buffer("class_weights", class_weights, persistent=False)
         self.label_smoothing = label_smoothing
-        self.uses_token_types = "token_type_ids" in encoder.forward.__code__.co_varnames \
+        # inspect.signature sees through transformers' forward decorators (co_varnames does not)
+        self.uses_token_types = "token_type_ids" in inspect.signature(encoder.forward).parameters \
             and getattr(encoder.config, "type_vocab_size", 0) > 1
 
     def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None):

@@ -25,6 +25,19 @@ TINY_MODEL = {"path": "builtin:minilm-l6", "init": "random", "num_layers": 2, "h
               "num_heads": 2, "intermediate_size": 32}
 
 
+# the same tiny model and two-class data as TOML text, for tests that write experiment files
+TINY_MODEL_TOML = "\n".join(f"{k} = {json.dumps(v)}" for k, v in TINY_MODEL.items())
+
+
+def two_class_data_toml(folder, validation: bool = True) -> str:
+    """The [data] keys pointing at `two_class_csv` (without the table header)."""
+    lines = [f'source = "{folder / "train.csv"}"']
+    if validation:
+        lines.append(f'validation = "{folder / "validation.csv"}"')
+    lines += [f'test = "{folder / "test.csv"}"', 'text = "gloss"', 'label = "category"']
+    return "\n".join(lines)
+
+
 @pytest.fixture
 def store(tmp_path):
     from encoderlab.store.runs import RunStore

@@ -7,25 +7,20 @@ import json
 import pandas as pd
 import pytest
 
-from conftest import TINY_MODEL
+from conftest import TINY_MODEL_TOML, two_class_data_toml
 from encoderlab.cli import main
 
 
 @pytest.fixture
 def exp_file(two_class_csv, tmp_path):
-    model = "\n".join(f"{k} = {json.dumps(v)}" for k, v in TINY_MODEL.items())
     path = tmp_path / "exp.toml"
     path.write_text(f"""name = "cli-e2e"
 [data]
-source = "{two_class_csv / 'train.csv'}"
-validation = "{two_class_csv / 'validation.csv'}"
-test = "{two_class_csv / 'test.csv'}"
-text = "gloss"
-label = "category"
+{two_class_data_toml(two_class_csv)}
 [encode]
 max_length = 48
 [model]
-{model}
+{TINY_MODEL_TOML}
 [train]
 epochs = 2
 batch_size = 16

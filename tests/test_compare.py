@@ -15,7 +15,7 @@ import pytest
 import torch
 from scipy import stats
 
-from conftest import TINY_MODEL, tiny_config
+from conftest import TINY_MODEL_TOML, tiny_config, two_class_data_toml
 from encoderlab import sweep as S
 from encoderlab.analysis import compare as X
 from encoderlab.analysis import render as R
@@ -31,18 +31,13 @@ from encoderlab.store.runs import RunStore
 @pytest.fixture(scope="module")
 def sweep_store(two_class_csv, tmp_path_factory):
     folder = tmp_path_factory.mktemp("compare")
-    model = "\n".join(f"{k} = {json.dumps(v)}" for k, v in TINY_MODEL.items())
     path = folder / "exp.toml"
     path.write_text(f"""name = "cmp"
 [data]
-source = "{two_class_csv / 'train.csv'}"
-validation = "{two_class_csv / 'validation.csv'}"
-test = "{two_class_csv / 'test.csv'}"
-text = "gloss"
-label = "category"
+{two_class_data_toml(two_class_csv)}
 max_train = 160
 [model]
-{model}
+{TINY_MODEL_TOML}
 [encode]
 max_length = 48
 [train]

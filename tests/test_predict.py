@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import TINY_MODEL
+from conftest import TINY_MODEL_TOML, two_class_data_toml
 from encoderlab import predict as P
 from encoderlab import sweep as S
 from encoderlab.cli import main
@@ -21,18 +21,14 @@ def fold_runs(two_class_csv, tmp_path_factory):
     """A 3-fold sweep on real glosses: three completed runs in group 'kf'."""
     from encoderlab.store.runs import RunStore
     tmp = tmp_path_factory.mktemp("kfold")
-    model = "\n".join(f"{k} = {json.dumps(v)}" for k, v in TINY_MODEL.items())
     exp = tmp / "kf.toml"
     exp.write_text(f"""name = "kf"
 [data]
-source = "{two_class_csv / 'train.csv'}"
-test = "{two_class_csv / 'test.csv'}"
-text = "gloss"
-label = "category"
+{two_class_data_toml(two_class_csv, validation=False)}
 [encode]
 max_length = 48
 [model]
-{model}
+{TINY_MODEL_TOML}
 [train]
 epochs = 1
 batch_size = 16

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 
 import pytest
 
-from conftest import TINY_MODEL
+from conftest import TINY_MODEL_TOML, two_class_data_toml
 from encoderlab import sweep as S
 from encoderlab.analysis import report
 
@@ -17,18 +16,13 @@ from encoderlab.analysis import report
 def sweep_runs(two_class_csv, tmp_path_factory):
     from encoderlab.store.runs import RunStore
     tmp = tmp_path_factory.mktemp("report")
-    model = "\n".join(f"{k} = {json.dumps(v)}" for k, v in TINY_MODEL.items())
     path = tmp / "exp.toml"
     path.write_text(f"""name = "<script>alert(1)</script>"
 [data]
-source = "{two_class_csv / 'train.csv'}"
-validation = "{two_class_csv / 'validation.csv'}"
-test = "{two_class_csv / 'test.csv'}"
-text = "gloss"
-label = "category"
+{two_class_data_toml(two_class_csv)}
 max_train = 160
 [model]
-{model}
+{TINY_MODEL_TOML}
 [train]
 epochs = 2
 batch_size = 16

@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import json
 
 import pytest
 
-from conftest import TINY_MODEL
+from conftest import TINY_MODEL_TOML, two_class_data_toml
 from encoderlab import sweep as S
 from encoderlab.errors import ConfigError
 from encoderlab.train.fit import fit
 
 
 def _write(tmp_path, folder, sweep: str) -> str:
-    model = "\n".join(f"{k} = {json.dumps(v)}" for k, v in TINY_MODEL.items())
     path = tmp_path / "exp.toml"
     path.write_text(f"""name = "sw"
 [data]
-source = "{folder / 'train.csv'}"
-test = "{folder / 'test.csv'}"
-text = "gloss"
-label = "category"
+{two_class_data_toml(folder, validation=False)}
 [model]
-{model}
+{TINY_MODEL_TOML}
 [train]
 epochs = 1
 batch_size = 16

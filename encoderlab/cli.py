@@ -114,7 +114,6 @@ def cmd_run(args, cfg: C.ExperimentConfig | None = None):
 
 
 def print_findings(findings, show_info: bool = False) -> None:
-    from encoderlab.analysis.diagnose import Finding  # noqa: F401  (type of the items)
     style = {"error": "bold red", "warning": "yellow", "info": "dim"}
     shown = [f for f in findings if show_info or f.severity != "info"]
     if not shown:

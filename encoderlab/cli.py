@@ -720,6 +720,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _cmd(sub, "models", cmd_models, "list builtin models", "encoderlab models")
     _fmt_flag(p)
     _cmd(sub, "reindex", cmd_reindex, "rebuild index.sqlite from the run folders", "encoderlab reindex")
+    from encoderlab import cli_ranking
+    cli_ranking.add_verbs(sub, _cmd)
     return ap
 
 

@@ -139,6 +139,44 @@ class PretrainConfig:
 
 
 @dataclass(frozen=True)
+class RankingConfig:
+    """`encoderlab rank` only: candidate ranking / entity linking. data.source holds contexts
+    (jsonl: context or context_left + mention + context_right, candidates or gold, domain; or a long
+    csv with one row per candidate); model.head.pooling / dropout apply to both modes."""
+    mode: str = opt("cross", "cross-encoder (context+candidate in one sequence), bi-encoder (encoded "
+                    "apart, in-batch negatives), or a baseline: random, first (first-listed candidate), "
+                    "zero-shot (untrained model.path, mean-pooled cosine)",
+                    ("cross", "bi", "random", "first", "zero-shot"))
+    candidates: str = opt("auto", "rank the example's explicit candidate list, or link against the "
+                          "dictionary (entries of the example's domain); auto = dictionary when one is "
+                          "given", ("auto", "list", "dictionary"))
+    dictionary: str = opt("", "dictionary file (id, title, description, domain); builtin:wordnet-linking "
+                          "brings its own")
+    group_column: str = opt("group", "long csv/tsv form: the column naming each candidate row's context")
+    markers: bool = opt(True, "mark the mention with [M] ... [/M] tokens added to the vocabulary")
+    context_tokens: int = opt(64, "token budget of the context segment ([CLS] ... [SEP] included)")
+    candidate_tokens: int = opt(64, "token budget of the candidate segment (its [SEP] included)")
+    context_truncation: str = opt("mention", "how an over-long context is cut: keep its head, tail, both "
+                                  "ends, or a window centred on the mention", ("mention", "head", "tail",
+                                                                               "head+tail"))
+    candidate_truncation: str = opt("head", "how an over-long candidate is cut", ("head", "tail", "head+tail"))
+    loss: str = opt("ce", "softmax cross-entropy over the candidates, or AM-softmax (additive margin on "
+                    "bounded scores)", ("ce", "am-softmax"))
+    margin: float = opt(0.2, "AM-softmax: margin subtracted from the gold candidate's bounded score")
+    scale: float = opt(20.0, "scale of bounded scores (cosine, or tanh of the cross-encoder's score) "
+                       "before the softmax")
+    k_train: int = opt(8, "cross: candidates per training context (gold + k_train-1 sampled); 0 = all")
+    top_k: int = opt(64, "retrieval depth: recall@k cut-off of the bi-encoder and the candidates the "
+                     "cross-encoder reranks in dictionary mode")
+    retriever: str = opt("zero-shot", "cross in dictionary mode: where the top_k come from, run:ID of a "
+                         "bi-encoder run or zero-shot (untrained model.path)")
+    shared: bool = opt(True, "bi: one encoder for contexts and candidates (false = two copies)")
+    score: str = opt("cosine", "bi: similarity of the two vectors", ("cosine", "dot"))
+    hard_negatives: int = opt(0, "bi: extra negatives per context from its candidate list (other senses), "
+                              "else random entries of its domain's dictionary")
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     name: str = opt("experiment", "name of the run(s); shown by `encoderlab runs`")
     group: str = opt("", "group the run belongs to (sweeps set it)")
@@ -148,6 +186,8 @@ class ExperimentConfig:
     train: TrainConfig = sub(TrainConfig, "the fit loop")
     pretrain: PretrainConfig = sub(PretrainConfig, "`encoderlab pretrain`: masking and sentence-pair objective",
                                    late=True)
+    ranking: RankingConfig = sub(RankingConfig, "`encoderlab rank`: candidate ranking and entity linking",
+                                 late=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,6 +323,11 @@ def _resolve_paths(raw: dict, folder: Path) -> None:
             v = data.get(key)
             if isinstance(v, str) and v and ":" not in v.split("/")[0] and not Path(v).is_absolute():
                 data[key] = str((folder / v).resolve())
+    ranking = raw.get("ranking")
+    if isinstance(ranking, dict):
+        v = ranking.get("dictionary")
+        if isinstance(v, str) and v and ":" not in v.split("/")[0] and not Path(v).is_absolute():
+            ranking["dictionary"] = str((folder / v).resolve())
     model = raw.get("model")
     if isinstance(model, dict):
         v = model.get("path")

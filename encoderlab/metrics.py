@@ -29,3 +29,28 @@ def classification(labels: np.ndarray, preds: np.ndarray, names: list[str]) -> d
                       for i, n in enumerate(names)},
         "predicted_share": {n: float(predicted[i] / max(len(preds), 1)) for i, n in enumerate(names)},
     }
+
+
+def gold_ranks(logits: np.ndarray, labels: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """1-based rank of the gold candidate in each row of (N, K) scores (ties count against the
+    gold); 0 where the gold is not among the candidates (label -1)."""
+    logits = np.where(mask, logits, -np.inf) if mask is not None else logits
+    gold = np.take_along_axis(logits, np.maximum(labels, 0)[:, None], 1)
+    ranks = (logits >= gold).sum(1)
+    return np.where(labels >= 0, ranks, 0).astype(np.int64)
+
+
+def ranking(ranks: np.ndarray, domains: list[str], ks: tuple[int, ...] = (1, 8, 64)) -> dict:
+    """accuracy (= recall@1), recall@k, MRR overall, per domain, and the mean over domains.
+
+    `ranks` are 1-based gold ranks, 0 = gold not retrieved (counts as a miss everywhere)."""
+    def scores(r: np.ndarray) -> dict:
+        hit = r > 0
+        out = {"accuracy": float(np.mean(hit & (r == 1))) if len(r) else 0.0,
+               "mrr": float(np.mean(np.where(hit, 1.0 / np.maximum(r, 1), 0.0))) if len(r) else 0.0}
+        out.update({f"recall@{k}": float(np.mean(hit & (r <= k))) if len(r) else 0.0 for k in ks})
+        return out
+    doms = np.asarray(domains)
+    per = {d: {**scores(ranks[doms == d]), "n": int((doms == d).sum())} for d in sorted(set(domains))}
+    macro = {m: float(np.mean([p[m] for p in per.values()])) for m in scores(ranks[:1])} if per else {}
+    return {**scores(ranks), "n": len(ranks), "per_domain": per, "domain_mean": macro}

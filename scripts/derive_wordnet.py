@@ -1,4 +1,5 @@
-"""Derive encoderlab's builtin datasets (wordnet-lexname, wordnet-usage) from WordNet 3.0.
+"""Derive encoderlab's builtin datasets (wordnet-lexname, wordnet-usage, and the ranking sets
+wordnet-senses, wordnet-linking of scripts/wordnet_ranking.py) from WordNet 3.0.
 
 Run from the repository root (WordNet from Debian/Ubuntu's ``wordnet-base`` package):
 
@@ -18,6 +19,8 @@ import json
 import random
 import re
 from pathlib import Path
+
+import wordnet_ranking as WR
 
 SEED = 20060101
 LEXNAMES = ("adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute "
@@ -275,11 +278,22 @@ def main() -> None:
                           "sizes": {sp: len(rows) for sp, rows in splits.items()},
                           "license": "LICENSE-WordNet.txt"}
         print(name, summary(splits).splitlines()[0])
+    senses, dictionary = WR.build_ranking(synsets, args.wordnet_dir, POS_FILES, word_forms,
+                                          random.Random(SEED))
+    for sp, rows in senses.items():
+        write_jsonl_gz(args.out / "wordnet-senses" / f"{sp}.jsonl.gz", rows)
+    write_jsonl_gz(args.out / "wordnet-linking" / "dictionary.jsonl.gz", dictionary)
+    for name in WR.MANIFEST:
+        manifest[name] = {**WR.MANIFEST[name], "splits": {sp: f"wordnet-senses/{sp}.jsonl.gz" for sp in SPLITS},
+                          "sizes": {sp: len(rows) for sp, rows in senses.items()},
+                          "license": "LICENSE-WordNet.txt"}
+    manifest["wordnet-linking"]["dictionary"] = "wordnet-linking/dictionary.jsonl.gz"
+    print("wordnet-senses", {sp: len(rows) for sp, rows in senses.items()}, "dictionary", len(dictionary))
     (args.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     (args.out / "README.md").write_text(README.format(
         min_class=LEXNAME_MIN_CLASS, min_per_split=LEXNAME_MIN_PER_SPLIT,
         max_per_word=USAGE_MAX_PER_WORD, lexname=summary(datasets["wordnet-lexname"]),
-        usage=summary(datasets["wordnet-usage"], focus="match")))
+        usage=summary(datasets["wordnet-usage"], focus="match")) + WR.readme(senses, dictionary))
     # The WordNet3.0 stanza of the Debian copyright file, unfolded (" ." lines are blank lines).
     stanza = args.license_file.read_text(encoding="utf-8").split("License: WordNet3.0\n")[1]
     notice = [line[1:] if line != " ." else "" for line in stanza.split("\n\n")[0].splitlines()]

@@ -60,12 +60,35 @@ def smoke_pretrain(name: str, store, anon: Path):
     raise AssertionError(f"no shipped `encoderlab pretrain` config is named {name!r}")
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def smoke_rank(path: Path, store, seen: tuple = ()):
+    """`encoderlab rank` configs; a cross-encoder reranking `run:NAME`'s top-k first gets a smoke
+    run of the shipped config of that name."""
+    from encoderlab.train.ranking import run as run_ranking
+    cfg = C.load(path, SMOKE)
+    if cfg.ranking.retriever.startswith("run:"):
+        name = cfg.ranking.retriever[4:]
+        match = [p for p in CONFIGS if command(p) == "rank" and C.load(p).name == name]
+        assert match and path not in seen, f"no shipped `encoderlab rank` config is named {name!r}"
+        smoke_rank(match[0], store, seen + (path,))
+    return run_ranking(cfg, store, progress=False)
+
+
+# linking configs embed the ~100k-entry dictionary of the training domains: a minute even with the
+# tiny model, so they are slow tests (tests/test_ranking.py covers linking on a small dictionary)
+SLOW = {"linking-bi.toml", "linking-cross.toml"}
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if p.name in SLOW else p
+                                  for p in CONFIGS], ids=lambda p: p.name)
 def test_shipped_config_runs_as_smoke(path, store, request):
     verb = command(path)
-    assert verb in ("run", "sweep", "pretrain", "quickstart") or path == QUICKSTART
+    assert verb in ("run", "sweep", "pretrain", "quickstart", "rank") or path == QUICKSTART
     uses_anon = "data/anon" in path.read_text()
     anon = request.getfixturevalue("anon") if uses_anon else ANON
+    if verb == "rank":
+        run = smoke_rank(path, store)
+        assert run.status == "completed"
+        return
     if verb == "pretrain":
         run = pretrain(load(path, SMOKE, anon), store, progress=False)
         assert run.status == "completed" and (run.dir / "model" / "tokenizer.json").exists()

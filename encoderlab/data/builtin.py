@@ -21,6 +21,7 @@ class BuiltinDataset:
     label: str
     files: dict[str, Path]
     description: str
+    dictionary: Path | None = None   # ranking sets linked against a dictionary of entries
 
 
 @lru_cache(maxsize=None)
@@ -42,4 +43,5 @@ def get(name: str) -> BuiltinDataset:
                         field="data.source")
     d = m[name]
     return BuiltinDataset(name, d["task"], d["text"], d.get("text_pair", ""), d["label"],
-                          {k: ROOT / v for k, v in d["splits"].items()}, d.get("description", ""))
+                          {k: ROOT / v for k, v in d["splits"].items()}, d.get("description", ""),
+                          ROOT / d["dictionary"] if d.get("dictionary") else None)

@@ -1,0 +1,125 @@
+"""Ranking tables read from the store: per-domain and mean-over-domains scores of each
+configuration (mean ± std over seeds, via compare.config_table), the segment-budget table
+(truncation, padding waste) and the end-to-end entity-linking table and figure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from encoderlab.analysis.compare import PM, Table, _facts, config_table, fmt_pm, mean_std
+from encoderlab.store.runs import Run
+
+
+def domains_of(runs: Sequence[Run], metric: str, split: str = "test") -> list[str]:
+    """Domains named by `<metric>/<domain>` keys of the runs' `split` events."""
+    out = set()
+    for f in _facts(runs):
+        ev = f.last(split)
+        for k in (ev or {}).get("metrics", {}):
+            if k.startswith(metric + "/"):
+                out.add(k.split("/", 1)[1])
+    return sorted(out)
+
+
+def domain_table(runs: Sequence[Run], metric: str = "accuracy", split: str = "test") -> Table:
+    """One row per configuration: `metric` on each domain, the mean over domains and overall."""
+    base = config_table(runs, metric)
+    doms = domains_of(runs, metric, split)
+    cols = [c for c in base.columns if c[0] not in ("val", "test", "best_epoch", "n", "seeds", "status")]
+    data_cols = [c for c in base.data_columns if c[0] in [x[0] for x in cols]]
+    key = lambda r: tuple(r["runs"])   # noqa: E731
+    rows = {key(r): {**{k: r[k] for k in r if not k.startswith(("val", "test"))}} for r in base.rows}
+    for label, m in [(d, f"{metric}/{d}") for d in doms] + [("domain mean", f"domain_mean/{metric}"),
+                                                            ("all", metric)]:
+        t = config_table(runs, m)
+        for r in t.rows:
+            rows[key(r)].update({f"{label}": fmt_pm(r["test_mean"], r["test_std"], r["test_n"], r["n"], 3)
+                                 if split == "test" else r["val"],
+                                 f"{label}_mean": r["test_mean"], f"{label}_std": r["test_std"]})
+        cols.append((label, label))
+        data_cols += [(f"{label}_mean", f"{label}_mean"), (f"{label}_std", f"{label}_std")]
+    cols += [("n", "n")]
+    data_cols += [("n", "n"), ("runs", "runs")]
+    return Table(list(rows.values()), cols, data_cols,
+                 title=f"{split} {metric} per domain: mean {PM} std over seeds", fixed=base.fixed,
+                 varied=base.varied, warnings=base.warnings)
+
+
+def budget_table(runs: Sequence[Run]) -> Table:
+    """Per configuration: segment budgets, truncation rates, padding waste (dynamic, and if every
+    pair were padded to the full budget) of the training batches, and test accuracy."""
+    base = config_table(runs, "accuracy")
+    rows = []
+    by_id = {f.id: f for f in _facts(runs)}
+    for r in base.rows:
+        facts = [by_id[i] for i in r["runs"]]
+        stats = [f.info.get("data", {}).get("budget_train") for f in facts]
+        stats = [s for s in stats if s]
+        if not stats:
+            continue
+        cfg = facts[0].flat
+        row = {"config": r["config"], "budget": f"{cfg['ranking.context_tokens']}/{cfg['ranking.candidate_tokens']}",
+               "loss": cfg["ranking.loss"], "test": r["test"], "n": r["n"], "runs": r["runs"]}
+        for k in ("context_truncated", "candidate_truncated", "mean_pair_tokens", "padding_waste",
+                  "padding_waste_fixed"):
+            row[k] = mean_std([s[k] for s in stats])[0]
+        rows.append(row)
+    cols = [("budget", "context/candidate"), ("loss", "loss"), ("context_truncated", "ctx cut", 3),
+            ("candidate_truncated", "cand cut", 3), ("mean_pair_tokens", "tokens/pair", 1),
+            ("padding_waste", "pad waste", 3), ("padding_waste_fixed", "pad waste (fixed len)", 3),
+            ("test", f"test acc@1 (mean {PM} std)"), ("n", "n")]
+    return Table(rows, cols, cols + [("runs", "runs")], title="segment budgets: truncation and padding (train)")
+
+
+def e2e_table(runs: Sequence[Run]) -> Table:
+    """Cross-encoders reranking retrieved candidates: retrieval recall@k x normalized accuracy =
+    end-to-end accuracy, per domain and the mean over domains (test split)."""
+    rows = []
+    for f in _facts(runs):
+        ev = f.last("test")
+        m = (ev or {}).get("metrics", {})
+        if "retrieval_recall" not in m:
+            continue
+        doms = sorted(k.split("/", 1)[1] for k in m if k.startswith("retrieval_recall/"))
+        for d in doms + ["domain mean", "all"]:
+            key = {"all": "{}", "domain mean": "domain_mean/{}"}.get(d, "{}/" + d)
+            rows.append({"run": f.id, "k": f.flat.get("ranking.top_k"), "retriever": f.flat.get("ranking.retriever"),
+                         "domain": d, "recall": m.get(key.format("retrieval_recall")),
+                         "normalized": m.get(key.format("normalized_accuracy")),
+                         "accuracy": m.get(key.format("accuracy"))})
+    cols = [("run", "run"), ("retriever", "retriever"), ("k", "k"), ("domain", "domain"),
+            ("recall", "retrieval recall@k", 3), ("normalized", "rerank acc (gold retrieved)", 3),
+            ("accuracy", "end-to-end acc", 3)]
+    return Table(rows, cols, cols, title="entity linking: retrieval x reranking (test)")
+
+
+def e2e_figure(bi_runs: Sequence[Run], cross_runs: Sequence[Run], path: Path) -> Path:
+    """Recall@k of the bi-encoder(s) against k, with each cross-encoder's end-to-end accuracy
+    (retrieval recall x reranking accuracy) marked at its k."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for f in _facts(bi_runs):
+        m = (f.last("test") or {}).get("metrics", {})
+        pts = sorted((int(k.split("@")[1]), v) for k, v in m.items() if k.startswith("recall@"))
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
+                    label=f"{f.flat.get('ranking.mode')} recall@k ({f.id[-4:]})")
+    for f in _facts(cross_runs):
+        m = (f.last("test") or {}).get("metrics", {})
+        if "retrieval_recall" in m:
+            k = f.flat.get("ranking.top_k")
+            ax.scatter([k], [m["accuracy"]], marker="*", s=120, zorder=3,
+                       label=f"cross end-to-end acc@1, k={k} ({f.id[-4:]})")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("k (retrieved candidates)")
+    ax.set_ylabel("test share of contexts")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,115 @@
+"""CLI verbs of candidate ranking / entity linking: rank, rank-table, rank-budgets.
+
+Thin: parse, call encoderlab.train.ranking / encoderlab.analysis.ranking, print."""
+
+from __future__ import annotations
+
+import json
+
+from encoderlab import config as C
+
+
+def _store(args):
+    from encoderlab.store.runs import RunStore
+    return RunStore(args.store)
+
+
+def _print_result(run, fmt_json: bool) -> None:
+    from encoderlab.analysis.tables import final_scores
+    test = final_scores(run).get("test", {})
+    if fmt_json:
+        print(json.dumps({"run": run.id, "test": test}, indent=2, default=str))
+        return
+    keys = [k for k in ("accuracy", "mrr", "recall@1", "recall@8", "recall@64", "retrieval_recall",
+                        "normalized_accuracy", "domain_mean/accuracy") if k in test]
+    print(f"run {run.id} ({run.status}): " + ", ".join(f"test {k} {test[k]:.4f}" for k in keys))
+    for d, s in test.get("per_domain", {}).items():
+        print(f"  {d:<16} n={s['n']:<5} " + " ".join(f"{k} {s[k]:.4f}" for k in ("accuracy", "mrr", "recall@8",
+                                                                              "recall@64") if k in s))
+
+
+def cmd_rank(args):
+    from encoderlab import sweep as S
+    from encoderlab.train.ranking import run as run_ranking
+    store = _store(args)
+    raw = C.load_raw(args.file)
+    if raw.get("sweep"):
+        steps = S.plan(store, S.expand(args.file, args.overrides))
+        for i, (point, action, run) in enumerate(steps):
+            print(f"[{i + 1}/{len(steps)}] {point.label}: {'skip (done)' if action == 'skip' else 'run'}", flush=True)
+            if action != "skip":
+                run = run_ranking(point.cfg, store, progress=not args.quiet)
+            _print_result(run, args.json)
+        return
+    run = run_ranking(C.load(args.file, args.overrides), store, progress=not args.quiet)
+    _print_result(run, args.json)
+
+
+def cmd_rank_table(args):
+    from encoderlab.analysis import compare as CMP
+    from encoderlab.analysis import ranking as AR
+    from encoderlab.cli import _emit
+    runs = CMP.select(_store(args), group=args.group, ids=args.runs or None, name=args.name)
+    if not runs:
+        from encoderlab.errors import StoreError
+        raise StoreError("no completed runs match; see `encoderlab runs`")
+    if args.budgets:
+        _emit(AR.budget_table(runs), args.format)
+    elif args.e2e:
+        _emit(AR.e2e_table(runs), args.format)
+    else:
+        _emit(AR.domain_table(runs, args.metric, args.split), args.format)
+    if args.figure:
+        modes = {r.id: r.config().ranking.mode for r in runs}
+        out = AR.e2e_figure([r for r in runs if modes[r.id] in ("bi", "zero-shot")],
+                            [r for r in runs if modes[r.id] == "cross"], args.figure)
+        print(f"figure written to {out}")
+
+
+def cmd_rank_budgets(args):
+    from encoderlab.cli import print_rows
+    from encoderlab.errors import ConfigError
+    from encoderlab.train.ranking import budget_report
+    try:
+        budgets = [tuple(int(x) for x in b.split("/")) for b in args.budgets.split(",")]
+        assert all(len(b) == 2 for b in budgets)
+    except (ValueError, AssertionError):
+        raise ConfigError(f"--budgets '{args.budgets}': expected context/candidate pairs like 192/64,128/128") from None
+    rows = budget_report(C.load(args.file, args.overrides), budgets, args.split)
+    print_rows(rows, [("budget", "context/candidate"), ("context_truncated", "ctx cut"),
+                      ("candidate_truncated", "cand cut"), ("mean_pair_tokens", "tokens/pair"),
+                      ("padding_waste", "pad waste"), ("padding_waste_fixed", "pad waste (fixed len)")],
+               args.format, title=f"segment budgets on {args.split} (no training)")
+
+
+def add_verbs(sub, _cmd) -> None:
+    p = _cmd(sub, "rank", cmd_rank, "train and evaluate a ranking run (cross-encoder, bi-encoder or a "
+             "baseline, per ranking.mode); with a [sweep] table, every point not yet done",
+             "encoderlab rank examples/senses-cross.toml ranking.loss=am-softmax train.threads=1")
+    p.add_argument("file", help="experiment TOML file")
+    p.add_argument("overrides", nargs="*", help="dotted overrides key=value (TOML values)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print the test scores as JSON")
+
+    p = _cmd(sub, "rank-table", cmd_rank_table, "per-domain and mean-over-domains ranking table of stored "
+             "runs (mean ± std over seeds); --budgets: truncation/padding per budget; --e2e: retrieval x "
+             "reranking", "encoderlab rank-table --group senses-study --metric accuracy\n"
+             "  encoderlab rank-table --group linking --e2e --figure e2e.png")
+    p.add_argument("runs", nargs="*", help="run ids (default: all completed runs of the selection)")
+    p.add_argument("--group", help="runs of this group (pattern, * wildcard)")
+    p.add_argument("--name", help="runs of this name (pattern, * wildcard)")
+    p.add_argument("--metric", default="accuracy", help="accuracy, mrr, recall@8, recall@64, ...")
+    p.add_argument("--split", default="test", choices=["test", "validation"])
+    p.add_argument("--budgets", action="store_true", help="segment-budget table (truncation, padding waste)")
+    p.add_argument("--e2e", action="store_true", help="entity linking: retrieval recall x reranking accuracy")
+    p.add_argument("--figure", help="also write the end-to-end figure (PNG) to this path")
+    p.add_argument("--format", choices=["table", "markdown", "json", "csv"], default="table")
+
+    p = _cmd(sub, "rank-budgets", cmd_rank_budgets, "truncation rates and padding waste of context/candidate "
+             "token budgets, without training", "encoderlab rank-budgets examples/senses-cross.toml "
+             "--budgets 192/64,128/128,64/192")
+    p.add_argument("file", help="experiment TOML file")
+    p.add_argument("overrides", nargs="*", help="dotted overrides key=value (TOML values)")
+    p.add_argument("--budgets", default="192/64,128/128,64/192", help="context/candidate token budgets")
+    p.add_argument("--split", default="train", choices=["train", "validation", "test"])
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table")

@@ -44,16 +44,10 @@ VARIANTS = {"a": "hf-glue (pad 128, fp32)", "b": "hf-best (dynamic, grouped, bf1
 
 
 def _peak_rss_mb() -> float:
-    """Peak resident set of this process in MB: VmHWM (per address space, so not inflated by the
-    parent's pages at fork time), else ru_maxrss."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident set of this process in MB (VmHWM: per address space, so not inflated by the
+    parent's pages at fork time)."""
+    from encoderlab.cost.bench import peak_rss_mb
+    return peak_rss_mb()
 
 
 def _common(spec: dict):

@@ -509,7 +509,7 @@ def cmd_predict(args):
         raise ConfigError("name the run(s) before the input file, or --group G: "
                           "encoderlab predict RUN [RUN ...] input.csv")
     df, scores = P.predict(runs if len(runs) > 1 else runs[0], input_path, batch_size=args.batch_size,
-                           text=args.text, text_pair=args.text_pair)
+                           text=args.text, text_pair=args.text_pair, runtime=args.runtime)
     out = console if args.output else err   # stdout carries the CSV when there is no -o
     if len(runs) > 1:
         out.print(f"ensemble of {len(runs)} runs (mean of their class probabilities): "
@@ -708,6 +708,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", help="text column if it differs from the run's data.text")
     p.add_argument("--text-pair", help="second text column if it differs from the run's data.text_pair")
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--runtime", choices=["torch", "torch-int8", "onnx", "onnx-int8"],
+                   help="serve with this runtime (default: the run's own; onnx* need `encoderlab export`)")
 
     p = _cmd(sub, "config", cmd_config, "print a resolved experiment config, or the config reference",
              "encoderlab config exp.toml train.lr=1e-5   |   encoderlab config --reference")
@@ -722,6 +724,7 @@ def build_parser() -> argparse.ArgumentParser:
     _cmd(sub, "reindex", cmd_reindex, "rebuild index.sqlite from the run folders", "encoderlab reindex")
     from encoderlab import cli_ranking
     cli_ranking.add_verbs(sub, _cmd)
+    from encoderlab import cli_cost; cli_cost.add_verbs(sub, _cmd)  # noqa: E702
     return ap
 
 

@@ -177,6 +177,31 @@ class RankingConfig:
 
 
 @dataclass(frozen=True)
+class CompressConfig:
+    """Runs derived from a fine-tuned teacher run (`encoderlab truncate / distill / quantize /
+    export`). Distillation loss = soft_weight * T^2 * KL(teacher_T || student_T)
+    + (1 - soft_weight) * CE(labels) + hidden_weight * MSE(hidden states)
+    + attention_weight * MSE(attention maps), over the layer_map pairs."""
+    teacher: str = opt("", "run the model derives from (id, prefix, name or 'last')", late=True)
+    layers: str = opt("", "teacher layers kept: first:K, every:N (layers N-1, 2N-1, ...) or an explicit "
+                      "list like 0,3,5 (0-based); empty = all", late=True)
+    student: str = opt("teacher", "distill: start from the teacher's (kept) layers and weights, or a "
+                       "fresh model built from [model] (e.g. narrower, model.init = \"random\")",
+                       ("teacher", "model"), late=True)
+    runtime: str = opt("torch", "how the run's model is served by default",
+                       ("torch", "torch-int8", "onnx", "onnx-int8"), late=True)
+    temperature: float = opt(2.0, "distill: softmax temperature of the soft-label KL", late=True)
+    soft_weight: float = opt(0.5, "distill: weight of the soft-label KL (1 - it weighs hard-label CE)",
+                             late=True)
+    hidden_weight: float = opt(0.0, "distill: weight of hidden-state MSE (0 = off)", late=True)
+    attention_weight: float = opt(0.0, "distill: weight of attention-map MSE (0 = off; needs equal head "
+                                  "counts)", late=True)
+    layer_map: tuple[int, ...] = opt((), "distill: teacher layer (1-based output) matched by each student "
+                                     "layer; empty = uniform: student i of S <- teacher round((i+1)*L/S)",
+                                     late=True)
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     name: str = opt("experiment", "name of the run(s); shown by `encoderlab runs`")
     group: str = opt("", "group the run belongs to (sweeps set it)")
@@ -188,6 +213,8 @@ class ExperimentConfig:
                                    late=True)
     ranking: RankingConfig = sub(RankingConfig, "`encoderlab rank`: candidate ranking and entity linking",
                                  late=True)
+    compress: CompressConfig = sub(CompressConfig, "truncate / distill / quantize / export: runs derived "
+                                   "from a teacher run", late=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,12 +29,25 @@ def _check_model(run: Run) -> None:
 
 
 def _probabilities(run: Run, input_path: str, frame: pd.DataFrame, *, batch_size: int, text: str | None,
-                   text_pair: str | None, device: str):
-    """(N, num_labels) class probabilities of one run's final model, its labels and the input split."""
+                   text_pair: str | None, device: str, runtime: str | None = None):
+    """(N, num_labels) class probabilities of one run's final model, its labels and the input split.
+    `runtime` (default: the run's own, set by quantize / export) serves it through
+    `cost.runtime.Predictor`; runs without one use PyTorch with the run's precision."""
     folder = run.dir / "model"
     cfg = run.config()
     data_cfg = resolve_columns(replace(cfg.data, text=text or cfg.data.text,
                                        text_pair=text_pair if text_pair is not None else cfg.data.text_pair))
+    runtime = runtime or run.info.get("runtime")
+    if runtime:
+        from encoderlab.cost.derive import logits_of
+        from encoderlab.cost.runtime import Predictor
+        pred = Predictor(folder, runtime)
+        names = pred.meta["labels"]
+        split, _ = read_split(input_path, replace(data_cfg, format="auto"), "predict", names,
+                              require_labels=False, frame=frame)
+        enc = encode_split(pred.tokenizer, split, pred.meta["max_length"], pred.meta["truncation"])
+        logits = logits_of(pred, enc, batch_size, pred.tokenizer.pad_token_id or 0)
+        return torch.softmax(torch.from_numpy(logits), 1).numpy(), names, split
     model, tokenizer, meta = classifier.load(folder)
     names = meta["labels"]
     split, _ = read_split(input_path, replace(data_cfg, format="auto"), "predict", names,
@@ -47,7 +60,8 @@ def _probabilities(run: Run, input_path: str, frame: pd.DataFrame, *, batch_size
 
 
 def predict(run: Run | list[Run], input_path: str, *, batch_size: int = 128, text: str | None = None,
-            text_pair: str | None = None, device: str = "auto") -> tuple[pd.DataFrame, dict | None]:
+            text_pair: str | None = None, device: str = "auto",
+            runtime: str | None = None) -> tuple[pd.DataFrame, dict | None]:
     """Input rows plus `predicted` and one `p_<label>` column per class. Several runs (e.g. the k
     fold models of a sweep) are an ensemble: their class probabilities are averaged; they must
     share the label set and order. When the input has the label column, also returns
@@ -58,7 +72,7 @@ def predict(run: Run | list[Run], input_path: str, *, batch_size: int = 128, tex
     for r in runs:
         _check_model(r)
     frame = read_table(input_path, "auto")
-    kw = {"batch_size": batch_size, "text": text, "text_pair": text_pair, "device": device}
+    kw = {"batch_size": batch_size, "text": text, "text_pair": text_pair, "device": device, "runtime": runtime}
     probs, names, split = _probabilities(runs[0], input_path, frame, **kw)
     members = [probs]
     for other in runs[1:]:

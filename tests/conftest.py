@@ -84,3 +84,15 @@ def tiny_config(folder, **overrides) -> C.ExperimentConfig:
     for k, v in overrides.items():
         C.set_dotted(raw, k.replace("__", "."), v)
     return C.from_dict(C.ExperimentConfig, raw)
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(two_class_csv, tmp_path_factory):
+    """A completed tiny fine-tuning run on real glosses, in its own store: the parent of the
+    compression tests (truncate, quantize, export, distill, bench)."""
+    from encoderlab.store.runs import RunStore
+    from encoderlab.train.fit import fit
+    store = RunStore(tmp_path_factory.mktemp("teacher") / "runs")
+    run = fit(tiny_config(two_class_csv, name="teacher"), store, progress=False)
+    yield store, run
+    store.close()

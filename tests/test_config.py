@@ -328,7 +328,7 @@ def test_reference_covers_every_leaf_with_a_doc():
     assert {"train.lr", "model.head.type", "data.labels", "name"} <= set(keys)
     for key, tp, default, doc in rows:
         assert doc.strip(), key
-        assert tp in {"integer", "number", "string", "true/false", "list of string"}, (key, tp)
+        assert tp in {"integer", "number", "string", "true/false", "list of string", "list of integer"}, (key, tp)
     by_key = {r[0]: r for r in rows}
     assert by_key["train.lr"][1:3] == ("number", "5e-05")
     assert by_key["train.precision"][3].endswith("[bf16 | fp32]")

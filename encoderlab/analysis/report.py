@@ -18,6 +18,7 @@ import numpy as np
 
 from encoderlab.analysis import compare as CMP
 from encoderlab.analysis import render as R
+from encoderlab.analysis import tradeoff as TO
 from encoderlab.analysis.tables import epoch_table
 from encoderlab.store.runs import Run
 
@@ -151,7 +152,10 @@ def _sections(runs: Sequence[Run]):
     plots = {"curves": learning_curves(runs)}
     if best is not None:
         plots["confusion"] = confusion_plot(best)
-    return table, diag, best, plots
+    cost = TO.table(runs)
+    if cost[0]:
+        plots["pareto"] = TO.pareto_plot(cost[0])
+    return table, diag, best, plots, cost
 
 
 CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;
@@ -180,7 +184,7 @@ def _html_table(rows: list[dict], columns: list[tuple]) -> str:
 
 def write_html(runs: Sequence[Run], path: str | Path, title: str = "encoderlab report") -> Path:
     runs = list(runs)
-    table, diag, best, plots = _sections(runs)
+    table, diag, best, plots, cost = _sections(runs)
     e = html.escape
     img = {k: "data:image/png;base64," + base64.b64encode(v).decode() for k, v in plots.items()}
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>"
@@ -195,6 +199,9 @@ def write_html(runs: Sequence[Run], path: str | Path, title: str = "encoderlab r
         parts.append(f"<p class='warning'>{e(w)}</p>")
     parts += ["<h2>Learning curves</h2>", "<p class='muted'>mean over the runs of each configuration; "
               "band = min..max over seeds/folds</p>", f"<img alt='learning curves' src='{img['curves']}'>"]
+    if cost[0]:
+        parts += ["<h2>Cost trade-off</h2>", f"<p class='muted'>{e(TO.caption(cost[1]))}</p>",
+                  _html_table(cost[0], TO.COLUMNS), f"<img alt='Pareto plot' src='{img['pareto']}'>"]
     parts.append("<h2>Diagnostics</h2>")
     flagged = [d for d in diag if d["severity"] in ("error", "warning")]
     parts.append(_html_table(flagged, DIAG_COLUMNS) if flagged else "<p>No problems found.</p>")
@@ -219,7 +226,7 @@ def write_html(runs: Sequence[Run], path: str | Path, title: str = "encoderlab r
 def write_markdown(runs: Sequence[Run], path: str | Path, title: str = "encoderlab report") -> Path:
     """Markdown with the tables inline and the plots as PNG files in `<name>_files/` beside it."""
     runs = list(runs)
-    table, diag, best, plots = _sections(runs)
+    table, diag, best, plots, cost = _sections(runs)
     path = Path(path)
     files = path.with_name(path.stem + "_files")
     files.mkdir(parents=True, exist_ok=True)
@@ -231,7 +238,11 @@ def write_markdown(runs: Sequence[Run], path: str | Path, title: str = "encoderl
     if table.fixed:
         out += ["Fixed settings: " + ", ".join(f"`{k} = {v}`" for k, v in table.fixed.items()), ""]
     out += ["## Learning curves", "", "Mean over the runs of each configuration; band = min..max over seeds.",
-            "", f"![learning curves]({rel}/curves.png)", "", "## Diagnostics", ""]
+            "", f"![learning curves]({rel}/curves.png)", ""]
+    if cost[0]:
+        out += ["## Cost trade-off", "", TO.caption(cost[1]), "", R.render(cost[0], TO.COLUMNS, "markdown").strip(),
+                "", f"![Pareto plot]({rel}/pareto.png)", ""]
+    out += ["## Diagnostics", ""]
     flagged = [d for d in diag if d["severity"] in ("error", "warning")]
     out += [R.render(flagged, DIAG_COLUMNS, "markdown").strip() if flagged else "No problems found.", ""]
     if best is not None:

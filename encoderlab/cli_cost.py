@@ -1,0 +1,216 @@
+"""CLI verbs for cost: bench, truncate, distill, quantize, export, tradeoff. Thin: parse, call, print."""
+
+from __future__ import annotations
+
+import sys
+
+from encoderlab import config as C
+
+
+def _console():
+    from encoderlab.cli import console, err
+    return console, err
+
+
+BENCH_COLUMNS = [("target", "model @ runtime"), ("batch_size", "batch"), ("seq_len", "seq len"),
+                 ("latency_p50_ms", "p50 ms", 1), ("latency_p95_ms", "p95 ms", 1), ("latency_mean_ms", "mean ms", 1),
+                 ("latency_change_pct", "Δ p50 %", 1), ("examples_per_s", "examples/s", 0),
+                 ("tokens_per_s", "tokens/s", 0), ("size_mb", "size MB", 1), ("parameters", "params"),
+                 ("inference_peak_extra_mb", "peak +MB", 1)]
+TRAIN_COLUMNS = [("target", "model"), ("train_tokens_per_s", "train tokens/s", 0),
+                 ("train_examples_per_s", "train examples/s", 1), ("train_step_p50_ms", "step p50 ms", 1),
+                 ("train_precision", "precision"), ("train_batch_size", "batch")]
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    from encoderlab.errors import ConfigError
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise ConfigError(f"expected comma-separated integers, got '{text}'") from None
+
+
+def cmd_bench(args):
+    from encoderlab.analysis import render as R
+    from encoderlab.cli import _store
+    from encoderlab.cost.bench import bench_targets
+    console, _ = _console()
+    store = _store(args)
+    rows = bench_targets(store, args.targets, batch_sizes=_ints(args.batch_sizes),
+                         seq_lens=_ints(args.seq_lens), split=args.split, n_batches=args.batches,
+                         rounds=args.rounds, warmup=args.warmup, threads=args.threads,
+                         train_steps=args.train_steps, save=not args.no_save)
+    if args.format != "table":
+        print(R.render(rows, BENCH_COLUMNS + TRAIN_COLUMNS[1:] + [("load_average", "load"), ("threads", "threads")],
+                       args.format))
+        return
+    r0 = rows[0]
+    R.print_table(rows, BENCH_COLUMNS, title=f"inference: {r0['threads']} thread(s), {args.rounds} rounds x "
+                  f"{args.batches} batches interleaved, load average {r0['load_average']}; Δ vs {r0['reference']}",
+                  console=console)
+    if args.train_steps:
+        seen = {}
+        for r in rows:
+            if "train_tokens_per_s" in r:
+                seen.setdefault(r["target"], r)
+        R.print_table(list(seen.values()), TRAIN_COLUMNS, title="training step (forward + backward + AdamW)",
+                      console=console)
+    if not args.no_save:
+        console.print("stored in each run's bench.json; trade-off table: encoderlab tradeoff "
+                      + " ".join(t.split("@")[0] for t in args.targets[:1]))
+
+
+def _print_derived(run, results, console):
+    from encoderlab.analysis import render as R
+    console.print(f"[bold]{run.id}[/]  ({run.info.get('runtime')})  validation accuracy "
+                  f"{results['validation']['accuracy']:.4f}   test accuracy {results['test']['accuracy']:.4f}")
+    if "equivalence" in results:
+        q = results["equivalence"]
+        console.print(f"ONNX (opset {q['opset']}) vs PyTorch fp32 on {q['examples']} test examples: max |logit diff| "
+                      f"{q['max_abs_logit_diff']:.2e}, labels agree on {100 * q['label_agreement']:.2f} %")
+        console.print(", ".join(f"{k}: {R.format_value(v / 1e6, 1)} MB" for k, v in q["files"].items()))
+
+
+def cmd_truncate(args):
+    from encoderlab.cli import _store
+    from encoderlab.cost.derive import truncate_run
+    console, _ = _console()
+    store = _store(args)
+    run, results = truncate_run(store, store.get(args.run), args.layers, args.name or "")
+    _print_derived(run, results, console)
+
+
+def cmd_quantize(args):
+    from encoderlab.cli import _store
+    from encoderlab.cost.derive import quantize_run
+    console, _ = _console()
+    store = _store(args)
+    run, results = quantize_run(store, store.get(args.run), args.name or "")
+    _print_derived(run, results, console)
+
+
+def cmd_export(args):
+    from encoderlab.cli import _store
+    from encoderlab.cost.derive import export_run
+    console, _ = _console()
+    store = _store(args)
+    run, results = export_run(store, store.get(args.run), int8=args.int8, name=args.name or "", opset=args.opset)
+    _print_derived(run, results, console)
+
+
+def cmd_distill(args):
+    from encoderlab.cli import _after_run, _store
+    from encoderlab.train.distill import distill
+    console, err = _console()
+    store = _store(args)
+    teacher = store.get(args.teacher)
+    base = C.to_dict(teacher.config())
+    base["name"] = f"{teacher.info['name']}-distill"
+    cfg = C.load(args.file, args.overrides, base=base) if args.file else C.load(None, args.overrides, base=base)
+    cfg = C.replace(cfg, **{"compress.teacher": teacher.id})
+
+    def on_event(ev):
+        if ev["split"] == "validation" and not args.quiet:
+            m = ev["metrics"]
+            console.print(f"  epoch {ev['epoch']} step {ev['step']}: val loss {m['loss']:.4f} acc {m['accuracy']:.4f}")
+    try:
+        run = distill(cfg, store, progress=not args.quiet, callback=on_event)
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]; distillation runs restart (they do not resume)")
+        sys.exit(130)
+    _after_run(args, run)
+
+
+def cmd_tradeoff(args):
+    from encoderlab.analysis import render as R
+    from encoderlab.analysis import tradeoff as TO
+    from encoderlab.cli import _store
+    console, err = _console()
+    store = _store(args)
+    teacher = store.get(args.teacher)
+    family = [teacher] + [store.get(r["id"]) for r in store.list() if r["id"] != teacher.id
+                          and _descends(store, r["id"], teacher.id)]
+    rows, meta = TO.table(family, session=args.session, batch_size=args.batch_size)
+    if not rows:
+        err.print(f"no benchmark results for {teacher.id} or runs derived from it; run "
+                  f"`encoderlab bench {teacher.id} STUDENT...` first")
+        sys.exit(1)
+    if args.format == "table":
+        R.print_table(rows, TO.COLUMNS, title=TO.caption(meta), console=console)
+    else:
+        print(R.render(rows, TO.COLUMNS, args.format, title=TO.caption(meta)))
+
+
+def _descends(store, run_id: str, ancestor: str) -> bool:
+    """True when run_id's parent chain reaches `ancestor`."""
+    seen = set()
+    while run_id and run_id not in seen:
+        seen.add(run_id)
+        try:
+            parent = store.get(run_id).info.get("parent")
+        except Exception:
+            return False
+        if parent == ancestor:
+            return True
+        run_id = parent
+    return False
+
+
+def add_verbs(sub, _cmd) -> None:
+    p = _cmd(sub, "bench", cmd_bench, "inference latency (p50/p95/mean per batch), throughput, size, "
+             "parameters and peak memory of runs, measured interleaved in one process; optional training-step "
+             "tokens/s; stored in each run's bench.json",
+             "encoderlab bench teacher teacher-L2-distill-onnx-int8 --batch-sizes 32 --threads 1\n"
+             "  encoderlab bench last@torch last@torch-int8 --seq-lens 16,64 --train-steps 10")
+    p.add_argument("targets", nargs="+", metavar="RUN[@RUNTIME]",
+                   help="runs (id, prefix, name, 'last') or saved model folders; @torch | @torch-int8 | @onnx | "
+                        "@onnx-int8 picks the runtime (default: the run's own); the first is the reference")
+    p.add_argument("--batch-sizes", default="32", help="comma-separated batch sizes (default 32)")
+    p.add_argument("--seq-lens", default="0", help="comma-separated fixed sequence lengths; 0 = real data "
+                   "batches padded to their longest example (default)")
+    p.add_argument("--split", default="validation", choices=["train", "validation", "test"],
+                   help="split the real-data batches come from")
+    p.add_argument("--batches", type=int, default=20, help="batches per round (default 20)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    p.add_argument("--warmup", type=int, default=3, help="warm-up batches per model (default 3)")
+    p.add_argument("--threads", type=int, default=1, help="threads for torch and onnxruntime (default 1)")
+    p.add_argument("--train-steps", type=int, default=0, help="also time N training steps of each torch target")
+    p.add_argument("--no-save", action="store_true", help="print only; do not write bench.json")
+    p.add_argument("--format", choices=["table", "markdown", "csv", "json"], default="table")
+
+    p = _cmd(sub, "truncate", cmd_truncate, "new run keeping some encoder layers of a fine-tuned run "
+             "(with their weights), scored on validation and test", "encoderlab truncate teacher --layers first:2")
+    p.add_argument("run")
+    p.add_argument("--layers", required=True, help="first:K | every:N | explicit 0-based list like 0,3,5")
+    p.add_argument("--name", help="name of the new run (default <parent>-L<k>)")
+
+    p = _cmd(sub, "distill", cmd_distill, "distill a fine-tuned teacher run into a smaller student run "
+             "(soft KL + hard CE, optional hidden-state / attention matching)",
+             "encoderlab distill teacher compress.layers=first:2 train.epochs=6 compress.temperature=2")
+    p.add_argument("teacher", help="the fine-tuned run to distill from")
+    p.add_argument("overrides", nargs="*", help="dotted overrides on the teacher's config (compress.*, train.*, "
+                   "model.* with compress.student=model)")
+    p.add_argument("--file", help="experiment TOML applied over the teacher's config")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--json", action="store_true")
+
+    p = _cmd(sub, "quantize", cmd_quantize, "new run served as PyTorch dynamic int8 (Linear layers)",
+             "encoderlab quantize teacher-distill")
+    p.add_argument("run")
+    p.add_argument("--name")
+
+    p = _cmd(sub, "export", cmd_export, "new run served by ONNX Runtime (dynamic batch/sequence axes; optional "
+             "onnxruntime int8), with an equivalence check vs PyTorch on the test split",
+             "encoderlab export teacher-distill --int8")
+    p.add_argument("run")
+    p.add_argument("--int8", action="store_true", help="also quantize with onnxruntime (dynamic int8) and serve that")
+    p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's default)")
+    p.add_argument("--name")
+
+    p = _cmd(sub, "tradeoff", cmd_tradeoff, "accuracy vs latency / throughput / size of a teacher and the runs "
+             "derived from it, from the newest bench session (with % change and Pareto flags)",
+             "encoderlab tradeoff teacher --format markdown")
+    p.add_argument("teacher")
+    p.add_argument("--session", help="bench session (time stamp) to read; default the newest")
+    p.add_argument("--batch-size", type=int, help="setting to show when the session measured several")
+    p.add_argument("--format", choices=["table", "markdown", "csv", "json"], default="table")

@@ -1,0 +1,225 @@
+"""New stored runs derived from a fine-tuned run: layer truncation, dynamic int8, ONNX export.
+
+A derived run is an ordinary run folder: its config is the parent's with `[compress]` filled in
+(teacher, layers, runtime), its `model/` is a complete classifier folder (plus `model.onnx` /
+`model.int8.onnx` for exported runs), and it is scored on the parent's validation and test splits
+through the runtime it is served with, so `compare`, `show` and the trade-off table read it like any
+other run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from encoderlab import config as C
+from encoderlab import metrics as M
+from encoderlab.cost.runtime import ONNX_FILES, Predictor, export_onnx, quantize_onnx
+from encoderlab.data.dataset import load_data
+from encoderlab.encode.text import Encoded, collate, encode_split, eval_batches
+from encoderlab.errors import ConfigError, StoreError
+from encoderlab.models import classifier
+from encoderlab.store import atomic
+from encoderlab.store.runs import Run, RunStore, now
+
+
+def parse_layers(spec: str, num_layers: int) -> list[int]:
+    """'first:K' -> 0..K-1; 'every:N' -> N-1, 2N-1, ... (ends on the top layer when N divides L);
+    '0,3,5' -> those (0-based, ascending, distinct); '' -> all."""
+    where = f"compress.layers = \"{spec}\""
+    spec = spec.strip()
+    if not spec:
+        return list(range(num_layers))
+    try:
+        if spec.startswith("first:"):
+            k = int(spec[6:])
+            layers = list(range(k))
+        elif spec.startswith("every:"):
+            n = int(spec[6:])
+            if n < 1:
+                raise ValueError
+            layers = list(range(n - 1, num_layers, n))
+        else:
+            layers = [int(x) for x in spec.split(",")]
+    except ValueError:
+        raise ConfigError(f"{where}: expected first:K, every:N or a list like 0,3,5") from None
+    if not layers:
+        raise ConfigError(f"{where} keeps no layer of the teacher's {num_layers}")
+    bad = [i for i in layers if not 0 <= i < num_layers]
+    if bad:
+        raise ConfigError(f"{where}: layer(s) {bad} outside 0 .. {num_layers - 1} (the teacher has {num_layers})")
+    if layers != sorted(set(layers)):
+        raise ConfigError(f"{where}: layers must be distinct and ascending")
+    return layers
+
+
+def encoder_layers(encoder: torch.nn.Module) -> torch.nn.ModuleList:
+    """The stack of transformer blocks (BERT/RoBERTa: encoder.layer; DistilBERT: transformer.layer)."""
+    for path in ("encoder.layer", "transformer.layer"):
+        obj = encoder
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+        if isinstance(obj, torch.nn.ModuleList):
+            return obj
+    raise ConfigError(f"cannot truncate a {encoder.config.model_type} encoder: it has no per-layer weights "
+                      "(ALBERT shares one layer across depth)")
+
+
+def truncate(model: classifier.Classifier, layers: list[int]) -> classifier.Classifier:
+    """Keep only `layers` of the encoder, with their weights; the config follows."""
+    stack = encoder_layers(model.encoder)
+    kept = torch.nn.ModuleList([stack[i] for i in layers])
+    for new_idx, block in enumerate(kept):
+        for m in block.modules():           # cache bookkeeping indexes layers by position
+            if hasattr(m, "layer_idx"):
+                m.layer_idx = new_idx
+    parent = model.encoder.encoder if hasattr(model.encoder, "encoder") else model.encoder.transformer
+    parent.layer = kept
+    model.encoder.config.num_hidden_layers = len(layers)
+    return model
+
+
+def new_run(store: RunStore, parent: Run, name: str, **compress) -> tuple[Run, C.ExperimentConfig]:
+    """A run whose config is the parent's with name and [compress] keys replaced."""
+    base = parent.config()
+    teacher = compress.pop("teacher", parent.id)
+    cfg = C.replace(base, name=name, group=base.group, **{"compress.teacher": teacher},
+                    **{f"compress.{k}": v for k, v in compress.items()})
+    run = store.create(cfg, parent.labels(), task=parent.info.get("task", "single"),
+                       data=parent.info.get("data", {}), model_source=f"run:{parent.id}",
+                       parent=parent.id, runtime=cfg.compress.runtime)
+    return run, cfg
+
+
+def scored_splits(cfg: C.ExperimentConfig, tokenizer):
+    """The run's data (validation and test as the parent saw them) and those two splits encoded."""
+    data, _ = load_data(cfg.data)
+    return data, {s: encode_split(tokenizer, getattr(data, s), cfg.encode.max_length,
+                                              cfg.encode.truncation) for s in ("validation", "test")}
+
+
+def logits_of(predictor: Predictor, enc: Encoded, batch_size: int, pad_id: int) -> np.ndarray:
+    out = np.empty((len(enc), predictor.num_labels), dtype=np.float32)
+    for idx in eval_batches(enc.lengths, batch_size):
+        batch = collate(enc, idx, pad_id)
+        batch.pop("labels")
+        out[idx] = predictor.logits(batch)
+    return out
+
+
+def finish(run: Run, cfg: C.ExperimentConfig, runtime: str, threads: int = 0) -> dict:
+    """Score the run's model (served by `runtime`) on validation and test; store events,
+    predictions and the test score, mark it completed. Returns {split: scores} with the logits."""
+    from encoderlab.train.fit import _write_predictions
+    pred = Predictor(run.dir / "model", runtime, threads)
+    data, enc = scored_splits(cfg, pred.tokenizer)
+    names = data.label_names
+    pad_id = pred.tokenizer.pad_token_id or 0
+    results = {}
+    (run.dir / "predictions").mkdir(exist_ok=True)
+    for split, e in enc.items():
+        logits = logits_of(pred, e, cfg.train.eval_batch_size, pad_id)
+        loss = float(torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(e.labels)))
+        scores = {"loss": loss, **M.classification(e.labels, logits.argmax(1), names)}
+        run.log({"split": "final_validation" if split == "validation" else "test", "step": 0, "epoch": 0,
+                 "metrics": {k: scores[k] for k in ("loss", "accuracy", "macro_f1")},
+                 "detail": {"per_class": scores["per_class"], "predicted_share": scores["predicted_share"],
+                            "runtime": runtime}})
+        _write_predictions(run.dir / "predictions" / f"{split}.csv", getattr(data, split), logits, names)
+        results[split] = {**scores, "logits": logits}
+    run.update(status="completed", finished=now(), test_accuracy=results["test"]["accuracy"],
+               test_macro_f1=results["test"]["macro_f1"], parameters=pred.parameters,
+               best_metric="accuracy", best_value=results["validation"]["accuracy"], message="")
+    return results
+
+
+def _fail(run: Run, e: BaseException) -> None:
+    run.update(status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
+               message=f"{type(e).__name__}: {e}"[:500])
+
+
+def _parent_model(parent: Run) -> Path:
+    folder = parent.dir / "model"
+    if not (folder / "encoderlab.json").exists():
+        raise StoreError(f"run {parent.id} has no final classifier model (status {parent.status}); "
+                         "compression starts from a completed fine-tuning run")
+    return folder
+
+
+def truncate_run(store: RunStore, parent: Run, layers: str, name: str = "") -> tuple[Run, dict]:
+    """A new run holding `layers` of the parent's encoder (its weights) and its head, unchanged."""
+    model, tok, meta = classifier.load(_parent_model(parent))
+    keep = parse_layers(layers, model.encoder.config.num_hidden_layers)
+    run, cfg = new_run(store, parent, name or f"{parent.info['name']}-L{len(keep)}", layers=layers)
+    try:
+        truncate(model, keep)
+        classifier.save(model, tok, run.dir / "model", {**_meta(meta), "layers_from_teacher": keep})
+        return run, finish(run, cfg, "torch")
+    except BaseException as e:
+        _fail(run, e)
+        raise
+
+
+def _meta(meta: dict) -> dict:
+    return {k: v for k, v in meta.items() if k != "pooling"}
+
+
+def copy_model(src: Path, dst: Path) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for p in src.iterdir():
+        if p.is_file() and p.name not in ONNX_FILES.values():
+            shutil.copy2(p, dst / p.name)
+
+
+def quantize_run(store: RunStore, parent: Run, name: str = "") -> tuple[Run, dict]:
+    """A new run served as PyTorch dynamic int8 (Linear layers); the fp32 weights are kept and
+    quantized at load, which is deterministic."""
+    src = _parent_model(parent)
+    run, cfg = new_run(store, parent, name or f"{parent.info['name']}-int8",
+                       teacher=parent.config().compress.teacher or parent.id,
+                       layers=parent.config().compress.layers, runtime="torch-int8")
+    try:
+        copy_model(src, run.dir / "model")
+        return run, finish(run, cfg, "torch-int8")
+    except BaseException as e:
+        _fail(run, e)
+        raise
+
+
+def export_run(store: RunStore, parent: Run, int8: bool = False, name: str = "",
+               opset: int | None = None) -> tuple[Run, dict]:
+    """A new run with model.onnx (and model.int8.onnx), served by onnxruntime, plus the equivalence
+    check against the parent's PyTorch fp32 model on the test split (export.json)."""
+    src = _parent_model(parent)
+    runtime = "onnx-int8" if int8 else "onnx"
+    pcfg = parent.config()
+    run, cfg = new_run(store, parent, name or f"{parent.info['name']}-{runtime}",
+                       teacher=pcfg.compress.teacher or parent.id, layers=pcfg.compress.layers, runtime=runtime)
+    try:
+        dst = run.dir / "model"
+        copy_model(src, dst)
+        model, tok, meta = classifier.load(dst)
+        written = export_onnx(model, dst / ONNX_FILES["onnx"], pairs=parent.info.get("task") == "pair", opset=opset)
+        if int8:
+            quantize_onnx(dst / ONNX_FILES["onnx"], dst / ONNX_FILES["onnx-int8"])
+        results = finish(run, cfg, runtime)
+        check = equivalence(Predictor(src, "torch"), results["test"]["logits"], cfg)
+        check.update(opset=written, runtime=runtime, files={r: (dst / f).stat().st_size
+                                                            for r, f in ONNX_FILES.items() if (dst / f).exists()})
+        atomic.write_text(run.dir / "export.json", json.dumps(check, indent=2))
+        run.update(export=check)
+        return run, {**results, "equivalence": check}
+    except BaseException as e:
+        _fail(run, e)
+        raise
+
+
+def equivalence(reference: Predictor, logits: np.ndarray, cfg: C.ExperimentConfig) -> dict:
+    """Max |logit difference| and predicted-label agreement of `logits` vs PyTorch fp32 on test."""
+    _, enc = scored_splits(cfg, reference.tokenizer)
+    ref = logits_of(reference, enc["test"], cfg.train.eval_batch_size, reference.tokenizer.pad_token_id or 0)
+    return {"split": "test", "examples": len(ref), "max_abs_logit_diff": float(np.abs(ref - logits).max()),
+            "label_agreement": float((ref.argmax(1) == logits.argmax(1)).mean())}

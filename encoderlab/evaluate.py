@@ -76,7 +76,6 @@ def _evaluate(run: Run, split: str, folders: list[Path], progress: bool) -> dict
         enc = s.enc[split]
         if not len(enc):
             raise StoreError(f"run {run.id} has no {split} examples to evaluate on")
-        pad_id = s.tokenizer.pad_token_id or 0
         tc = cfg.train
         batches_per_epoch = max(1, math.ceil(len(s.enc["train"]) / tc.batch_size))
         out: dict[int, dict] = {}
@@ -90,7 +89,7 @@ def _evaluate(run: Run, split: str, folders: list[Path], progress: bool) -> dict
                 except FileNotFoundError as e:
                     raise StoreError(f"run {run.id}: checkpoint {folder.name} disappeared while "
                                      f"evaluating (pruned by the still-running training?)") from e
-                logits = predict_logits(s.model, enc, tc.eval_batch_size, pad_id, s.device, tc.precision,
+                logits = predict_logits(s.model, enc, tc.eval_batch_size, s.device, tc.precision,
                                         progress=bar.advance)
                 # the same loss and scores as fit's evaluate(), so numbers compare one to one
                 loss = torch.nn.functional.cross_entropy(

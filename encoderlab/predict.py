@@ -55,7 +55,7 @@ def _probabilities(run: Run, input_path: str, frame: pd.DataFrame, *, batch_size
     enc = encode_split(tokenizer, split, meta["max_length"], meta["truncation"])
     dev = pick_device(device)
     model.to(dev)
-    logits = predict_logits(model, enc, batch_size, tokenizer.pad_token_id or 0, dev, cfg.train.precision)
+    logits = predict_logits(model, enc, batch_size, dev, cfg.train.precision)
     return torch.softmax(torch.from_numpy(logits), 1).numpy(), names, split
 
 

@@ -22,9 +22,14 @@ class Encoded:
     lengths: np.ndarray              # (N,)
     labels: np.ndarray               # (N,) int64, -1 = unlabelled
     at_limit: int                    # examples that hit max_length (truncated or exactly full)
+    pad_id: int = 0
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def batch(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
+        """The model inputs of examples `idx` (the fit loop asks every task's encoded data this)."""
+        return collate(self, idx, self.pad_id)
 
 
 def encode_split(tokenizer, split: Split, max_length: int, truncation: str) -> Encoded:
@@ -36,7 +41,8 @@ def encode_split(tokenizer, split: Split, max_length: int, truncation: str) -> E
     types = [np.asarray(x, dtype=np.int64) for x in out["token_type_ids"]] \
         if split.pairs is not None and "token_type_ids" in out else None
     lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-    return Encoded(ids, types, lengths, split.labels, int((lengths >= max_length).sum()))
+    return Encoded(ids, types, lengths, split.labels, int((lengths >= max_length).sum()),
+                   tokenizer.pad_token_id or 0)
 
 
 def train_batches(lengths: np.ndarray, batch_size: int, seed: int, bucket: bool,

@@ -21,7 +21,7 @@ import torch
 from encoderlab import config as C
 from encoderlab import metrics as M
 from encoderlab.data.dataset import TaskData, load_data
-from encoderlab.encode.text import Encoded, collate, encode_split, eval_batches, padding_waste, train_batches
+from encoderlab.encode.text import Encoded, encode_split, eval_batches, padding_waste, train_batches
 from encoderlab.errors import EncoderlabError, StoreError
 from encoderlab.models import classifier
 from encoderlab.store import atomic
@@ -45,13 +45,14 @@ def autocast(device: torch.device, precision: str):
 
 
 @torch.inference_mode()
-def predict_logits(model, enc: Encoded, batch_size: int, pad_id: int, device, precision: str,
+def predict_logits(model, enc: Encoded, batch_size: int, device, precision: str,
                    progress: Callable[[int], None] | None = None) -> np.ndarray:
-    """(N, num_labels) float32 logits in the original example order."""
+    """(N, num_labels) float32 logits in the original example order. `enc` is any task's encoded
+    split: `lengths`, `labels` and `batch(idx)` -> model inputs."""
     model.eval()
     out = np.empty((len(enc), model.head.net[-1].out_features), dtype=np.float32)
     for idx in eval_batches(enc.lengths, batch_size):
-        batch = collate(enc, idx, pad_id)
+        batch = enc.batch(idx)
         batch.pop("labels")
         with autocast(device, precision):
             logits = model(**{k: v.to(device) for k, v in batch.items()})["logits"]
@@ -61,10 +62,10 @@ def predict_logits(model, enc: Encoded, batch_size: int, pad_id: int, device, pr
     return out
 
 
-def evaluate(model, enc: Encoded, names: list[str], cfg: C.TrainConfig, pad_id: int, device,
+def evaluate(model, enc: Encoded, names: list[str], cfg: C.TrainConfig, device,
              weights: torch.Tensor | None = None) -> tuple[dict, np.ndarray]:
     """Loss, accuracy, macro-F1 (and per-class detail) of a labelled split; also the logits."""
-    logits = predict_logits(model, enc, cfg.eval_batch_size, pad_id, device, cfg.precision)
+    logits = predict_logits(model, enc, cfg.eval_batch_size, device, cfg.precision)
     labels = torch.from_numpy(enc.labels)
     loss = torch.nn.functional.cross_entropy(torch.from_numpy(logits), labels,
                                              weight=None if weights is None else weights.cpu()).item()
@@ -83,6 +84,14 @@ class Setup:
     device: torch.device
     class_weights: torch.Tensor | None
     model_source: str = ""        # the folder model.path resolved to (run:NAME moves on; this not)
+    save: Callable[[Path, dict], None] | None = None   # (folder, meta) -> the final model on disk
+
+
+def class_weights(cfg: C.TrainConfig, labels: np.ndarray, num_labels: int) -> torch.Tensor | None:
+    if cfg.class_weights != "balanced":
+        return None
+    counts = np.bincount(labels, minlength=num_labels).astype(np.float32)
+    return torch.from_numpy(len(labels) / (num_labels * np.maximum(counts, 1)))
 
 
 def setup(cfg: C.ExperimentConfig, store_root=None, label_names: list[str] | None = None) -> Setup:
@@ -92,10 +101,7 @@ def setup(cfg: C.ExperimentConfig, store_root=None, label_names: list[str] | Non
     data, _ = load_data(cfg.data)
     if label_names is not None and label_names != data.label_names:
         raise StoreError("the data's labels changed since this run started; cannot resume it")
-    weights = None
-    if cfg.train.class_weights == "balanced":
-        counts = np.bincount(data.train.labels, minlength=len(data.label_names)).astype(np.float32)
-        weights = torch.from_numpy(len(data.train) / (len(counts) * np.maximum(counts, 1)))
+    weights = class_weights(cfg.train, data.train.labels, len(data.label_names))
     device = pick_device(cfg.train.device)
     model, tokenizer, folder = classifier.build(cfg.model, len(data.label_names), class_weights=weights,
                                                 label_smoothing=cfg.train.label_smoothing, store_root=store_root)
@@ -103,7 +109,8 @@ def setup(cfg: C.ExperimentConfig, store_root=None, label_names: list[str] | Non
     enc = {s: encode_split(tokenizer, getattr(data, s), cfg.encode.max_length, cfg.encode.truncation)
            for s in ("train", "validation", "test")}
     source = cfg.model.path if cfg.model.path.startswith(("arch:", "builtin:")) else str(Path(folder).resolve())
-    return Setup(cfg, data, model, tokenizer, enc, device, weights, source)
+    return Setup(cfg, data, model, tokenizer, enc, device, weights, source,
+                 lambda folder, meta: classifier.save(model, tokenizer, folder, meta))
 
 
 def _data_summary(s: Setup) -> dict:
@@ -175,13 +182,11 @@ def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
         run = resume
         state = reopen(run, s.model, opt, sched, state)
     emit = emitter(run, callback)
-    pad_id = s.tokenizer.pad_token_id or 0
     ckpt_dir = run.dir / "checkpoints"
 
     def eval_and_save(epoch_float: float) -> bool:
         """Validate, checkpoint, track the best; True when early stopping says stop."""
-        scores, _ = evaluate(s.model, s.enc["validation"], s.data.label_names, tc, pad_id, s.device,
-                             s.class_weights)
+        scores, _ = evaluate(s.model, s.enc["validation"], s.data.label_names, tc, s.device, s.class_weights)
         s.model.train()
         emit({"split": "validation", "step": state["step"], "epoch": epoch_float,
               "metrics": {k: scores[k] for k in ("loss", "accuracy", "macro_f1")},
@@ -213,7 +218,7 @@ def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
                     group = batches[b:b + tc.grad_accum]
                     n_ex = sum(len(g) for g in group)
                     for idx in group:
-                        batch = {k: v.to(s.device) for k, v in collate(s.enc["train"], idx, pad_id).items()}
+                        batch = {k: v.to(s.device) for k, v in s.enc["train"].batch(idx).items()}
                         with autocast(s.device, tc.precision):
                             out = s.model(**batch)
                         # weight each micro-batch by its share of the step's examples
@@ -278,7 +283,7 @@ def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
     except BaseException as e:
         run.update(status="failed", message=f"{type(e).__name__}: {e}"[:500])
         raise
-    return _finish(run, s, state, pad_id, emit)
+    return _finish(run, s, state, emit)
 
 
 def reopen(run: Run, model, opt, sched, state: dict) -> dict:
@@ -292,7 +297,7 @@ def reopen(run: Run, model, opt, sched, state: dict) -> dict:
     return state
 
 
-def _finish(run: Run, s: Setup, state: dict, pad_id: int, emit) -> Run:
+def _finish(run: Run, s: Setup, state: dict, emit) -> Run:
     """Reload the best checkpoint, score validation and test, save predictions and the model."""
     tc = s.cfg.train
     best = run.dir / "checkpoints" / f"step-{state['best']['step']}"
@@ -301,8 +306,7 @@ def _finish(run: Run, s: Setup, state: dict, pad_id: int, emit) -> Run:
     pred_dir.mkdir(exist_ok=True)
     results = {}
     for split in ("validation", "test"):
-        scores, logits = evaluate(s.model, s.enc[split], s.data.label_names, tc, pad_id, s.device,
-                                  s.class_weights)
+        scores, logits = evaluate(s.model, s.enc[split], s.data.label_names, tc, s.device, s.class_weights)
         results[split] = scores
         emit({"split": f"final_{split}" if split == "validation" else "test", "step": state["best"]["step"],
               "epoch": state["best"]["epoch"],
@@ -310,10 +314,10 @@ def _finish(run: Run, s: Setup, state: dict, pad_id: int, emit) -> Run:
               "detail": {"per_class": scores["per_class"], "predicted_share": scores["predicted_share"],
                          "checkpoint": best.name}})
         _write_predictions(pred_dir / f"{split}.csv", getattr(s.data, split), logits, s.data.label_names)
-    classifier.save(s.model, s.tokenizer, run.dir / "model",
-                    {"labels": s.data.label_names, "task": s.data.task, "head": C.to_dict(s.cfg.model.head),
-                     "max_length": s.cfg.encode.max_length, "truncation": s.cfg.encode.truncation,
-                     "best_checkpoint": best.name})
+    s.save(run.dir / "model",
+           {"labels": s.data.label_names, "task": s.data.task, "head": C.to_dict(s.cfg.model.head),
+            "max_length": s.cfg.encode.max_length, "truncation": s.cfg.encode.truncation,
+            "best_checkpoint": best.name})
     run.update(status="completed", finished=now(), test_accuracy=results["test"]["accuracy"],
                test_macro_f1=results["test"]["macro_f1"], message="")
     return run

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from encoderlab import config as C
-from encoderlab.encode.text import collate, train_batches
+from encoderlab.encode.text import train_batches
 from encoderlab.errors import ConfigError
 from encoderlab.store import atomic
 from encoderlab.train.fit import autocast, setup
@@ -177,7 +177,6 @@ def lr_find(cfg: C.ExperimentConfig, *, start: float = 1e-7, end: float = 1.0, s
     with _torch_state_kept():
         s = setup(cfg, store_root)
         model, enc, device = s.model, s.enc["train"], s.device
-        pad_id = s.tokenizer.pad_token_id or 0
         opt = make_optimizer(model, tc)
         # each group's lr relative to train.lr (layer-wise decay, head_lr), kept while sweeping
         ratios = [g["lr"] / tc.lr for g in opt.param_groups]
@@ -192,7 +191,7 @@ def lr_find(cfg: C.ExperimentConfig, *, start: float = 1e-7, end: float = 1.0, s
                 n_ex = sum(len(b) for b in group)
                 loss = 0.0
                 for idx in group:
-                    batch = {k: v.to(device) for k, v in collate(enc, idx, pad_id).items()}
+                    batch = {k: v.to(device) for k, v in enc.batch(idx).items()}
                     with autocast(device, tc.precision):
                         out = model(**batch)
                     (out["loss"] * (len(idx) / n_ex)).backward()

@@ -725,6 +725,8 @@ def build_parser() -> argparse.ArgumentParser:
     from encoderlab import cli_ranking
     cli_ranking.add_verbs(sub, _cmd)
     from encoderlab import cli_cost; cli_cost.add_verbs(sub, _cmd)  # noqa: E702
+    from encoderlab import cli_series
+    cli_series.add_verbs(sub, _cmd)
     return ap
 
 

@@ -44,8 +44,8 @@ class DataConfig:
     test: str = opt("", "test file; empty = split off `test_fraction` of source")
     format: str = opt("auto", "file format; auto = from the extension",
                       ("auto", "csv", "tsv", "jsonl", "parquet"))
-    task: str = opt("auto", "single text or text pair; auto = pair when `text_pair` is set",
-                    ("auto", "single", "pair"))
+    task: str = opt("auto", "single text, text pair, or numeric sequence (time series / image, see "
+                    "[series]); auto = pair when `text_pair` is set", ("auto", "single", "pair", "sequence"))
     text: str = opt("text", "column holding the (first) text")
     text_pair: str = opt("", "column holding the second text of a pair; empty for single text")
     label: str = opt("label", "column holding the class label")
@@ -57,6 +57,19 @@ class DataConfig:
     folds: int = opt(0, "k-fold: validation = fold `fold` of the training data (stratified); 0 = off")
     fold: int = opt(0, "which fold (0 .. folds-1) is held out for validation when folds > 0")
     max_eval: int = opt(0, "use at most this many validation/test examples; 0 = all")
+    layout: str = opt("auto", "sequence: how an array's axes read; auto = (N, T) one channel, float (N, C, T), "
+                      "uint8 (N, H, W) or (N, H, W, C) images", ("auto", "channels-time", "time-channels", "image"),
+                      late=True)
+    image_shape: tuple[int, ...] = opt((), "sequence: (H, W) or (H, W, C) of images stored as flat arrays in "
+                                       "a list column", late=True)
+    id_column: str = opt("", "sequence, long csv/tsv/parquet: the column naming each example (one row per "
+                         "time step)", late=True)
+    time_column: str = opt("", "sequence, long form: rows of an example are sorted by this column", late=True)
+    channels: tuple[str, ...] = opt((), "sequence, long form: value columns; empty = every numeric column "
+                                    "except id, time and label", late=True)
+    nan: str = opt("error", "sequence: a missing value is an error (naming file, row, field), or is filled "
+                   "by linear interpolation within its channel, or with 0", ("error", "interpolate", "zero"),
+                   late=True)
 
 
 @dataclass(frozen=True)
@@ -202,6 +215,30 @@ class CompressConfig:
 
 
 @dataclass(frozen=True)
+class SeriesConfig:
+    """data.task = "sequence": how numeric series and images become the encoder's input. The scheme
+    state (channel statistics, bin edges, grid ranges) is fitted on the training split only and
+    stored with the run's model, so `encoderlab predict` encodes new raw series the same way."""
+    scheme: str = opt("bins", "bins: each value -> one of `bins` tokens per channel (new tokens "
+                      "appended to the vocabulary); grid: 2-D/3-D positions -> cell-ID tokens; sax: "
+                      "piecewise means -> letters; patch: patches projected into the hidden size "
+                      "(no vocabulary)", ("bins", "grid", "sax", "patch"))
+    select: int = opt(0, "keep only the first k channels (0 = all)")
+    normalize: str = opt("channel", "z-score per channel with train statistics, per example and "
+                         "channel, or none", ("channel", "example", "none"))
+    pool: int = opt(1, "average every `pool` time steps (images: pool x pool pixels) before encoding; "
+                    "shortens token sequences")
+    bins: int = opt(16, "bins: quantisation levels per channel")
+    binning: str = opt("quantile", "bins: equal-width bins over the train range, or train quantiles "
+                       "(equal counts)", ("uniform", "quantile"))
+    cells: int = opt(16, "grid: cells per axis (the vocabulary grows as cells^axes)")
+    axes: int = opt(2, "grid: how many leading channels are coordinates (2 or 3)")
+    alphabet: int = opt(8, "sax: letters (Gaussian breakpoints of the z-normalised series)")
+    segment: int = opt(4, "sax: time steps averaged into one letter (PAA window)")
+    patch: int = opt(8, "patch: time steps per patch (images: patch x patch pixels)")
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     name: str = opt("experiment", "name of the run(s); shown by `encoderlab runs`")
     group: str = opt("", "group the run belongs to (sweeps set it)")
@@ -211,6 +248,8 @@ class ExperimentConfig:
     train: TrainConfig = sub(TrainConfig, "the fit loop")
     pretrain: PretrainConfig = sub(PretrainConfig, "`encoderlab pretrain`: masking and sentence-pair objective",
                                    late=True)
+    series: SeriesConfig = sub(SeriesConfig, "data.task = \"sequence\": numeric series / images -> encoder input",
+                               late=True)
     ranking: RankingConfig = sub(RankingConfig, "`encoderlab rank`: candidate ranking and entity linking",
                                  late=True)
     compress: CompressConfig = sub(CompressConfig, "truncate / distill / quantize / export: runs derived "

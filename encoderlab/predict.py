@@ -12,6 +12,7 @@ import torch
 from encoderlab import metrics as M
 from encoderlab.data.dataset import read_split, resolve_columns
 from encoderlab.data.readers import read_table
+from encoderlab.encode import series
 from encoderlab.encode.text import encode_split
 from encoderlab.errors import StoreError
 from encoderlab.models import classifier
@@ -52,7 +53,10 @@ def _probabilities(run: Run, input_path: str, frame: pd.DataFrame, *, batch_size
     names = meta["labels"]
     split, _ = read_split(input_path, replace(data_cfg, format="auto"), "predict", names,
                           require_labels=False, frame=frame)
-    enc = encode_split(tokenizer, split, meta["max_length"], meta["truncation"])
+    if meta.get("series"):      # raw series/images, encoded with the scheme fitted on the run's train split
+        enc = series.encode(meta["series"], split, tokenizer, meta["max_length"])
+    else:
+        enc = encode_split(tokenizer, split, meta["max_length"], meta["truncation"])
     dev = pick_device(device)
     model.to(dev)
     logits = predict_logits(model, enc, batch_size, dev, cfg.train.precision)
@@ -71,9 +75,12 @@ def predict(run: Run | list[Run], input_path: str, *, batch_size: int = 128, tex
         raise StoreError("no runs to predict with")
     for r in runs:
         _check_model(r)
-    frame = read_table(input_path, "auto")
+    sequence = runs[0].config().data.task == "sequence" or runs[0].info.get("task") == "sequence"
+    frame = None if sequence else read_table(input_path, "auto")
     kw = {"batch_size": batch_size, "text": text, "text_pair": text_pair, "device": device, "runtime": runtime}
     probs, names, split = _probabilities(runs[0], input_path, frame, **kw)
+    if sequence:    # numeric inputs have no table to extend: one row per example, by id
+        frame = pd.DataFrame({"id": split.texts})
     members = [probs]
     for other in runs[1:]:
         p, other_names, _ = _probabilities(other, input_path, frame, **kw)

@@ -24,6 +24,8 @@ class Split:
     pairs: list[str] | None
     labels: np.ndarray
     source: str = ""
+    series: list[np.ndarray] | None = None   # task "sequence": (C, T) or (C, H, W) float32 arrays;
+                                             # texts then hold example ids
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -32,12 +34,13 @@ class Split:
         idx = np.asarray(idx)
         return replace(self, texts=[self.texts[i] for i in idx],
                        pairs=None if self.pairs is None else [self.pairs[i] for i in idx],
-                       labels=self.labels[idx])
+                       labels=self.labels[idx],
+                       series=None if self.series is None else [self.series[i] for i in idx])
 
 
 @dataclass
 class TaskData:
-    task: str                 # "single" | "pair"
+    task: str                 # "single" | "pair" | "sequence"
     label_names: list[str]
     train: Split
     validation: Split
@@ -59,6 +62,8 @@ def resolve_columns(cfg: DataConfig) -> DataConfig:
     """Fill file paths and column names of builtin datasets; infer the task."""
     if cfg.source.startswith("builtin:"):
         spec = builtin.get(cfg.source.removeprefix("builtin:"))
+        if spec.task == "sequence" and cfg.task == "auto":
+            cfg = replace(cfg, task="sequence")
         defaults = DataConfig()
         cfg = replace(
             cfg,
@@ -113,14 +118,26 @@ def _labels_raw(series: pd.Series, file: str, field: str) -> list[str]:
 def read_split(path: str, cfg: DataConfig, name: str, label_names: list[str] | None,
                require_labels: bool = True, frame: pd.DataFrame | None = None) -> tuple[Split, list[str]]:
     """Read one file into a Split. With `label_names` given, unseen labels are errors."""
+    if cfg.task == "sequence":
+        from encoderlab.data.series import read_series_split
+        return read_series_split(path, cfg, name, label_names, require_labels)
     df = read_table(path, cfg.format) if frame is None else frame
     texts = _texts(_column(df, cfg.text, path, "data.text"), path, cfg.text)
     pairs = _texts(_column(df, cfg.text_pair, path, "data.text_pair"), path, cfg.text_pair) \
         if cfg.task == "pair" else None
     if cfg.label in df.columns or require_labels:
-        raw = _labels_raw(_column(df, cfg.label, path, "data.label"), path, cfg.label)
+        raw = _column(df, cfg.label, path, "data.label").tolist()
     else:
         return Split(name, texts, pairs, np.full(len(texts), -1), path), []
+    labels, label_names = labels_to_ids(raw, cfg, path, label_names)
+    return Split(name, texts, pairs, labels, path), label_names
+
+
+def labels_to_ids(values: list, cfg: DataConfig, path: str,
+                  label_names: list[str] | None) -> tuple[np.ndarray, list[str]]:
+    """Label values -> integer ids; the label order is data.labels, else sorted train labels.
+    With `label_names` given (validation, test, predict), unseen labels are errors."""
+    raw = _labels_raw(pd.Series(values, dtype=object), path, cfg.label)
     if label_names is None:
         label_names = list(cfg.labels) if cfg.labels else sorted(set(raw), key=_label_key)
     index = {n: i for i, n in enumerate(label_names)}
@@ -132,7 +149,7 @@ def read_split(path: str, cfg: DataConfig, name: str, label_names: list[str] | N
             raise DataError(f"label '{lab}' {what} (known labels: {shown})",
                             file=path, row=i + 1, field=cfg.label)
         labels[i] = index[lab]
-    return Split(name, texts, pairs, labels, path), label_names
+    return labels, label_names
 
 
 def _label_key(s: str):

@@ -23,6 +23,8 @@ class Encoded:
     labels: np.ndarray               # (N,) int64, -1 = unlabelled
     at_limit: int                    # examples that hit max_length (truncated or exactly full)
     pad_id: int = 0
+    feats: list[np.ndarray] | None = None   # task "sequence", scheme patch: (L, D) patch vectors
+                                            # at token positions 1..L of each example
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -88,6 +90,15 @@ def collate(enc: Encoded, idx: np.ndarray, pad_id: int) -> dict[str, torch.Tenso
              "labels": torch.from_numpy(enc.labels[idx])}
     if types is not None:
         batch["token_type_ids"] = torch.from_numpy(types)
+    if enc.feats is not None:
+        D = enc.feats[0].shape[1]
+        patches = np.zeros((B, T, D), dtype=np.float32)
+        where = np.zeros((B, T), dtype=bool)
+        for r, i in enumerate(idx):
+            L = len(enc.feats[i])
+            patches[r, 1:L + 1] = enc.feats[i]
+            where[r, 1:L + 1] = True
+        batch["patches"], batch["patch_mask"] = torch.from_numpy(patches), torch.from_numpy(where)
     return batch
 
 

@@ -51,9 +51,18 @@ class Classifier(nn.Module):
         # inspect.signature sees through transformers' forward decorators (co_varnames does not)
         self.uses_token_types = "token_type_ids" in inspect.signature(encoder.forward).parameters \
             and getattr(encoder.config, "type_vocab_size", 0) > 1
+        self.frontend: nn.Linear | None = None   # task "sequence", scheme patch: patch -> hidden
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None):
+    def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None, patches=None,
+                patch_mask=None):
         kw = {"token_type_ids": token_type_ids} if self.uses_token_types and token_type_ids is not None else {}
+        if patches is not None:
+            # (B, T, H): [CLS]/[SEP]/padding keep their token embeddings, patch slots get projections;
+            # the encoder adds position (and segment) embeddings and its LayerNorm on top
+            emb = self.encoder.get_input_embeddings()(input_ids)
+            proj = self.frontend(patches).to(emb.dtype)
+            kw["inputs_embeds"] = torch.where(patch_mask.unsqueeze(-1), proj, emb)
+            input_ids = None
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state
         logits = self.head(pool(hidden, attention_mask, self.pooling)).float()   # (B, num_labels)
         out = {"logits": logits}
@@ -167,6 +176,9 @@ def save(model: Classifier, tokenizer, folder: Path, meta: dict) -> None:
             hf_logging.enable_progress_bar()
     tokenizer.save_pretrained(folder)
     save_file({k: v.contiguous() for k, v in model.head.state_dict().items()}, str(folder / "head.safetensors"))
+    if model.frontend is not None:
+        save_file({k: v.contiguous() for k, v in model.frontend.state_dict().items()},
+                  str(folder / "frontend.safetensors"))
     (folder / "encoderlab.json").write_text(json.dumps({**meta, "pooling": model.pooling}, indent=2))
 
 
@@ -178,5 +190,9 @@ def load(folder: Path) -> tuple[Classifier, object, dict]:
     head_cfg = HeadConfig(**meta["head"])
     model = Classifier(encoder, len(meta["labels"]), head_cfg, meta["pooling"])
     model.head.load_state_dict(load_file(str(folder / "head.safetensors")))
+    if (folder / "frontend.safetensors").exists():
+        weights = load_file(str(folder / "frontend.safetensors"))
+        model.frontend = nn.Linear(weights["weight"].shape[1], weights["weight"].shape[0])
+        model.frontend.load_state_dict(weights)
     model.eval()
     return model, AutoTokenizer.from_pretrained(folder), meta

@@ -21,6 +21,7 @@ import torch
 from encoderlab import config as C
 from encoderlab import metrics as M
 from encoderlab.data.dataset import TaskData, load_data
+from encoderlab.encode import series
 from encoderlab.encode.text import Encoded, encode_split, eval_batches, padding_waste, train_batches
 from encoderlab.errors import EncoderlabError, StoreError
 from encoderlab.models import classifier
@@ -105,12 +106,20 @@ def setup(cfg: C.ExperimentConfig, store_root=None, label_names: list[str] | Non
     device = pick_device(cfg.train.device)
     model, tokenizer, folder = classifier.build(cfg.model, len(data.label_names), class_weights=weights,
                                                 label_smoothing=cfg.train.label_smoothing, store_root=store_root)
+    state = None
+    if data.task == "sequence":
+        state = series.fit(cfg.series, data.train)
+        series.extend(state, tokenizer, model)
+        enc = {s: series.encode(state, getattr(data, s), tokenizer, cfg.encode.max_length)
+               for s in ("train", "validation", "test")}
+    else:
+        enc = {s: encode_split(tokenizer, getattr(data, s), cfg.encode.max_length, cfg.encode.truncation)
+               for s in ("train", "validation", "test")}
     model.to(device)
-    enc = {s: encode_split(tokenizer, getattr(data, s), cfg.encode.max_length, cfg.encode.truncation)
-           for s in ("train", "validation", "test")}
     source = cfg.model.path if cfg.model.path.startswith(("arch:", "builtin:")) else str(Path(folder).resolve())
+    extra = {"series": state} if state else {}     # the fitted input scheme travels with the model
     return Setup(cfg, data, model, tokenizer, enc, device, weights, source,
-                 lambda folder, meta: classifier.save(model, tokenizer, folder, meta))
+                 lambda folder, meta: classifier.save(model, tokenizer, folder, {**meta, **extra}))
 
 
 def _data_summary(s: Setup) -> dict:

@@ -58,7 +58,7 @@ def teacher_logits(teacher_run: Run, teacher, enc, cfg: C.ExperimentConfig, pad_
         cached = np.load(path)
         if cached.shape[0] == len(enc):
             return cached
-    logits = predict_logits(teacher, enc, cfg.train.eval_batch_size, pad_id, device, cfg.train.precision)
+    logits = predict_logits(teacher, enc, cfg.train.eval_batch_size, device, cfg.train.precision)
     path.parent.mkdir(exist_ok=True)
     tmp = path.with_suffix(".tmp.npy")
     np.save(tmp, logits)
@@ -211,7 +211,7 @@ def distill(cfg: C.ExperimentConfig, store: RunStore, *, progress: bool = True, 
                 emit({"split": "train", "step": state["step"], "epoch": epoch + 1,
                       "metrics": {**{k: v / max(seen, 1) for k, v in sums.items() if v},
                                   "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - t_ep}})
-                scores, _ = evaluate(student, enc["validation"], data.label_names, tc, pad_id, device)
+                scores, _ = evaluate(student, enc["validation"], data.label_names, tc, device)
                 student.train()
                 emit({"split": "validation", "step": state["step"], "epoch": epoch + 1,
                       "metrics": {k: scores[k] for k in ("loss", "accuracy", "macro_f1")}})
@@ -246,7 +246,7 @@ def _finish(run, cfg, student, tok, data, enc, state, pad_id, device, emit, tmet
     (run.dir / "predictions").mkdir(exist_ok=True)
     results = {}
     for split in ("validation", "test"):
-        scores, logits = evaluate(student, enc[split], data.label_names, cfg.train, pad_id, device)
+        scores, logits = evaluate(student, enc[split], data.label_names, cfg.train, device)
         results[split] = scores
         emit({"split": "final_validation" if split == "validation" else "test", "step": state["best"]["step"],
               "epoch": state["best"]["epoch"], "metrics": {k: scores[k] for k in ("loss", "accuracy", "macro_f1")},

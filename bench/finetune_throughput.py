@@ -167,13 +167,14 @@ def run_encoderlab(spec: dict) -> dict:
     from encoderlab import config as C
     from encoderlab.store.runs import RunStore
     from encoderlab.train import checkpoint as CK
+    from encoderlab.encode import text as T
     from encoderlab.train import fit as F
 
     # Instrumentation only (this process, nothing in the package changes): count training batch slots,
     # time the in-training validation passes and checkpoints.
     clock = {"evals": [], "ckpt": 0.0, "last_ckpt_end": None, "finishing": False,
              "in_eval": False, "padded": 0, "real": 0, "batches": 0}
-    orig_collate, orig_predict = F.collate, F.predict_logits
+    orig_collate, orig_predict = T.collate, F.predict_logits
     orig_save, orig_prune, orig_load_weights = CK.save, CK.prune, CK.load_weights
 
     def collate(enc, idx, pad_id):
@@ -210,7 +211,8 @@ def run_encoderlab(spec: dict) -> dict:
         clock["finishing"] = True
         return orig_load_weights(*a, **k)
 
-    F.collate, F.predict_logits = collate, predict_logits
+    # Encoded.batch looks collate up in encode.text at call time, so patching the module counts every batch
+    T.collate, F.predict_logits = collate, predict_logits
     CK.save, CK.prune, CK.load_weights = timed(orig_save), timed(orig_prune), load_weights
 
     events = []

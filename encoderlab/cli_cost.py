@@ -100,14 +100,11 @@ def cmd_export(args):
 
 def cmd_distill(args):
     from encoderlab.cli import _after_run, _store
-    from encoderlab.train.distill import distill
+    from encoderlab.train.distill import distill, student_config
     console, err = _console()
     store = _store(args)
     teacher = store.get(args.teacher)
-    base = C.to_dict(teacher.config())
-    base["name"] = f"{teacher.info['name']}-distill"
-    cfg = C.load(args.file, args.overrides, base=base) if args.file else C.load(None, args.overrides, base=base)
-    cfg = C.replace(cfg, **{"compress.teacher": teacher.id})
+    cfg = student_config(teacher, args.file, args.overrides)
 
     def on_event(ev):
         if ev["split"] == "validation" and not args.quiet:

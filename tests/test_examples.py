@@ -82,12 +82,19 @@ SLOW = {"linking-bi.toml", "linking-cross.toml"}
                                   for p in CONFIGS], ids=lambda p: p.name)
 def test_shipped_config_runs_as_smoke(path, store, request):
     verb = command(path)
-    assert verb in ("run", "sweep", "pretrain", "quickstart", "rank") or path == QUICKSTART
+    assert verb in ("run", "sweep", "pretrain", "quickstart", "rank", "distill") or path == QUICKSTART
     uses_anon = "data/anon" in path.read_text()
     anon = request.getfixturevalue("anon") if uses_anon else ANON
     if verb == "rank":
         run = smoke_rank(path, store)
         assert run.status == "completed"
+        return
+    if verb == "distill":
+        # a smoke teacher (the quickstart at tiny size), then the file over the teacher's config
+        from encoderlab.train.distill import distill, student_config
+        teacher = fit(C.load(QUICKSTART, SMOKE + ["name=\"teacher\""]), store, progress=False)
+        run = distill(student_config(teacher, str(path), STEPS), store, progress=False)
+        assert run.status == "completed" and run.info["parent"] == teacher.id
         return
     if verb == "pretrain":
         run = pretrain(load(path, SMOKE, anon), store, progress=False)

@@ -38,12 +38,13 @@ def table(runs: Sequence[Run], session: str | None = None, batch_size: int | Non
     for row in rows:
         run = by_id.get(row["run"])
         info = run.info if run else {}
-        row["accuracy"] = info.get("test_accuracy")
+        # a run's test accuracy was scored through its own runtime; served otherwise, it is unknown
+        row["accuracy"] = info.get("test_accuracy") if row["runtime"] == info.get("runtime", "torch") else None
         row["layers"] = _layers(run)
-        if ref is not None:
-            ref_acc = by_id[ref["run"]].info.get("test_accuracy") if ref["run"] in by_id else None
-            if row["accuracy"] is not None and ref_acc is not None:
-                row["accuracy_change"] = 100 * (row["accuracy"] - ref_acc)
+    if ref is not None:
+        for row in rows:
+            if row["accuracy"] is not None and ref["accuracy"] is not None:
+                row["accuracy_change"] = 100 * (row["accuracy"] - ref["accuracy"])
             row["size_change_pct"] = 100 * (row["size_mb"] / ref["size_mb"] - 1)
     for row in rows:
         row["pareto"] = "yes" if _pareto(row, rows) else ""

@@ -92,6 +92,25 @@ def _forward(model, batch: dict, hidden: bool, attention: bool):
     return logits, out.hidden_states, out.attentions
 
 
+def student_config(teacher, file: str | None, overrides) -> C.ExperimentConfig:
+    """The teacher's config, then the experiment file's keys over it, then the overrides;
+    compress.teacher = the teacher's id."""
+    base = C.to_dict(teacher.config())
+    base["name"] = f"{teacher.info['name']}-distill"
+    if file:
+        _merge(base, C.load_raw(file))
+    cfg = C.load(None, overrides, base=base)
+    return C.replace(cfg, **{"compress.teacher": teacher.id})
+
+
+def _merge(base: dict, over: dict) -> None:
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _merge(base[k], v)
+        else:
+            base[k] = v
+
+
 def distill(cfg: C.ExperimentConfig, store: RunStore, *, progress: bool = True, callback=None) -> Run:
     """Train a student on the teacher run `cfg.compress.teacher`; returns the completed run."""
     cc, tc = cfg.compress, cfg.train

@@ -49,7 +49,7 @@ def layer_map(cc: C.CompressConfig, student_layers: int, teacher_layers: int) ->
     return [round((i + 1) * teacher_layers / student_layers) for i in range(student_layers)]
 
 
-def teacher_logits(teacher_run: Run, teacher, enc, cfg: C.ExperimentConfig, pad_id: int, device) -> np.ndarray:
+def teacher_logits(teacher_run: Run, teacher, enc, cfg: C.ExperimentConfig, device) -> np.ndarray:
     """(N_train, num_labels) teacher logits, computed once per (data, encoding) and cached."""
     key = hashlib.sha256(json.dumps([C.to_dict(cfg.data), C.to_dict(cfg.encode), cfg.train.precision],
                                     sort_keys=True).encode()).hexdigest()[:12]
@@ -150,7 +150,7 @@ def distill(cfg: C.ExperimentConfig, store: RunStore, *, progress: bool = True, 
     pad_id = tok.pad_token_id or 0
     t0 = time.perf_counter()
     cached = None if (match_h or match_a) else \
-        torch.from_numpy(teacher_logits(teacher_run, teacher, enc["train"], cfg, pad_id, device))
+        torch.from_numpy(teacher_logits(teacher_run, teacher, enc["train"], cfg, device))
     teacher_seconds = time.perf_counter() - t0
 
     params = sum(p.numel() for p in student.parameters())

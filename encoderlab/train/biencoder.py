@@ -21,9 +21,10 @@ from encoderlab.models import ranking as RM
 from encoderlab.retrieval import VectorIndex
 from encoderlab.store.runs import Run, RunStore, now
 from encoderlab.train import checkpoint
-from encoderlab.train.fit import ProgressBar, autocast, emitter, pick_device, sigterm_as_interrupt
+from encoderlab.train.fit import ProgressBar, autocast, emitter, pick_device
 from encoderlab.train.optim import make_optimizer, make_scheduler
-from encoderlab.train.ranking import SPLITS, SplitTokens, dictionary_tokens, flat_metrics, ks, tokenize_split
+from encoderlab.train.ranking import (SPLITS, Running, SplitTokens, dictionary_tokens, flat_metrics, ks,
+                                      optimizer_step, run_status, tokenize_split)
 
 
 @dataclass
@@ -36,6 +37,8 @@ class BiSetup:
     dict_segs: Segments | None       # dictionary entries of the used domains
     dict_rows: np.ndarray | None     # their rows in data.dictionary
     device: torch.device
+    dict_pos: dict | None = None      # dictionary row -> position in dict_segs (training lookups)
+    domain_pos: dict | None = None    # training domain -> positions of its entries (random negatives)
 
 
 def setup(cfg: C.ExperimentConfig, store_root=None) -> BiSetup:
@@ -159,17 +162,10 @@ def fit_bi(cfg: C.ExperimentConfig, store: RunStore, progress: bool = True, call
     run = store.create(cfg, [], task="ranking", data=summary)
     emit = emitter(run, callback)
     state = {"step": 0, "best": None}
-    try:
-        with sigterm_as_interrupt():
-            if cfg.ranking.mode == "bi":
-                _loop(s, run, emit, state, progress)
-            return _finish(s, run, emit, state)
-    except KeyboardInterrupt:
-        run.update(status="interrupted", message=f"stopped at step {state['step']} (ranking runs restart)")
-        raise
-    except BaseException as e:
-        run.update(status="failed", message=f"{type(e).__name__}: {e}"[:500])
-        raise
+    with run_status(run, state):
+        if cfg.ranking.mode == "bi":
+            _loop(s, run, emit, state, progress)
+        return _finish(s, run, emit, state)
 
 
 def _validate(s: BiSetup, run: Run, emit, state: dict, epoch: float, opt, sched) -> None:
@@ -196,26 +192,18 @@ def _loop(s: BiSetup, run: Run, emit, state: dict, progress: bool) -> None:
         for epoch in range(tc.epochs):
             rng = np.random.default_rng(tc.seed * 100003 + epoch)
             order = rng.permutation(n)
-            t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
+            tr = Running()
             for b in range(0, n, tc.batch_size):
                 ctx, cand, labels = _train_step_batch(s, order[b:b + tc.batch_size], rng)
                 with autocast(s.device, tc.precision):
                     out = s.model({k: v.to(s.device) for k, v in ctx.items()},
                                   {k: v.to(s.device) for k, v in cand.items()}, labels.to(s.device))
-                out["loss"].backward()
-                if tc.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(s.model.parameters(), tc.max_grad_norm)
-                opt.step(), sched.step(), opt.zero_grad(set_to_none=True)
+                optimizer_step(s.model, opt, sched, out["loss"], tc.max_grad_norm)
                 state["step"] += 1
-                loss_sum += out["loss"].item() * len(labels)
-                correct += int((out["logits"].argmax(1).cpu() == labels).sum())
-                seen += len(labels)
-                bar.advance(epoch, loss_sum / seen)
+                bar.advance(epoch, tr.add(out, labels))
                 if tc.max_steps and state["step"] >= tc.max_steps:
                     break
-            emit({"split": "train", "step": state["step"], "epoch": epoch + 1,
-                  "metrics": {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1),
-                              "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - t0}})
+            emit({"split": "train", "step": state["step"], "epoch": epoch + 1, "metrics": tr.metrics(sched)})
             _validate(s, run, emit, state, epoch + 1.0, opt, sched)
             if tc.max_steps and state["step"] >= tc.max_steps:
                 break

@@ -22,9 +22,10 @@ from encoderlab.encode.budget import Segments, pair_batch
 from encoderlab.models import ranking as RM
 from encoderlab.store.runs import Run, RunStore, now
 from encoderlab.train import checkpoint
-from encoderlab.train.fit import ProgressBar, autocast, emitter, pick_device, sigterm_as_interrupt
+from encoderlab.train.fit import ProgressBar, autocast, emitter, pick_device
 from encoderlab.train.optim import make_optimizer, make_scheduler
-from encoderlab.train.ranking import SPLITS, dictionary_tokens, flat_metrics, ks, stats_for, tokenize_split
+from encoderlab.train.ranking import (SPLITS, Running, dictionary_tokens, flat_metrics, ks, optimizer_step,
+                                      run_status, stats_for, tokenize_split)
 
 
 @dataclass
@@ -130,6 +131,7 @@ def fit_cross(cfg: C.ExperimentConfig, store: RunStore, progress: bool = True, c
     run = store.create(cfg, [], task="ranking", data=summary)
     emit = emitter(run, callback)
     state = {"step": 0, "best": None}
+    best_eval: dict = {}        # the best checkpoint's validation scores: not scored twice
     n = len(data.train)
     total = math.ceil(n / tc.batch_size) * tc.epochs
     total = min(total, tc.max_steps) if tc.max_steps else total
@@ -137,13 +139,13 @@ def fit_cross(cfg: C.ExperimentConfig, store: RunStore, progress: bool = True, c
     sched = make_scheduler(opt, tc, total)
     train = views["train"]
     ckpt = run.dir / "checkpoints"
-    try:
-        with sigterm_as_interrupt(), ProgressBar(progress, total, 0, "cross-encoder") as bar:
+    with run_status(run, state):
+        with ProgressBar(progress, total, 0, "cross-encoder") as bar:
             model.train()
             for epoch in range(tc.epochs):
                 rng = np.random.default_rng(tc.seed * 100003 + epoch)
                 order = list(rng.permutation(n))
-                t0, seen, loss_sum, correct, pairs = time.perf_counter(), 0, 0.0, 0, []
+                tr, pairs = Running(), []
                 for b in range(0, len(order), tc.batch_size):
                     idx = order[b:b + tc.batch_size]
                     lists, labels = [], []
@@ -159,22 +161,14 @@ def fit_cross(cfg: C.ExperimentConfig, store: RunStore, progress: bool = True, c
                     y = torch.tensor(labels)
                     with autocast(device, tc.precision):
                         out = model(**{k: v.to(device) for k, v in batch.items()}, labels=y.to(device))
-                    out["loss"].backward()
-                    if tc.max_grad_norm:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
-                    opt.step(), sched.step(), opt.zero_grad(set_to_none=True)
+                    optimizer_step(model, opt, sched, out["loss"], tc.max_grad_norm)
                     state["step"] += 1
-                    loss_sum += out["loss"].item() * len(idx)
-                    correct += int((out["logits"].argmax(1).cpu() == y).sum())
-                    seen += len(idx)
-                    bar.advance(epoch, loss_sum / seen)
+                    bar.advance(epoch, tr.add(out, y))
                     if tc.max_steps and state["step"] >= tc.max_steps:
                         break
                 if epoch == 0:
                     run.update(data={**summary, "budget_train": stats_for_view(train, pairs, rc)})
-                emit({"split": "train", "step": state["step"], "epoch": epoch + 1,
-                      "metrics": {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1),
-                                  "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - t0}})
+                emit({"split": "train", "step": state["step"], "epoch": epoch + 1, "metrics": tr.metrics(sched)})
                 scores, extra, _ = evaluate(model, tok, views["validation"], cfg, device)
                 model.train()
                 emit({"split": "validation", "step": state["step"], "epoch": epoch + 1.0,
@@ -182,18 +176,13 @@ def fit_cross(cfg: C.ExperimentConfig, store: RunStore, progress: bool = True, c
                 if state["best"] is None or scores["accuracy"] > state["best"]["value"]:
                     state["best"] = {"metric": "accuracy", "value": scores["accuracy"], "step": state["step"],
                                      "epoch": epoch + 1.0}
+                    best_eval["validation"] = (scores, extra, [])
                 checkpoint.save(ckpt, model, opt, sched, state)
                 checkpoint.prune(ckpt, tc.keep_checkpoints, {f"step-{state['best']['step']}"})
                 run.update(steps_done=state["step"], best_metric="accuracy", best_value=state["best"]["value"])
                 if tc.max_steps and state["step"] >= tc.max_steps:
                     break
-        return _finish(run, model, tok, views, cfg, device, emit, state, summary)
-    except KeyboardInterrupt:
-        run.update(status="interrupted", message=f"stopped at step {state['step']} (ranking runs restart)")
-        raise
-    except BaseException as e:
-        run.update(status="failed", message=f"{type(e).__name__}: {e}"[:500])
-        raise
+        return _finish(run, model, tok, views, cfg, device, emit, state, summary, best_eval)
 
 
 def stats_for_view(view: View, pairs, rc) -> dict:
@@ -201,12 +190,12 @@ def stats_for_view(view: View, pairs, rc) -> dict:
     return stats_for(SplitTokens(view.ctx, view.cand, None), pairs, rc)
 
 
-def _finish(run: Run, model, tok, views, cfg, device, emit, state, summary) -> Run:
+def _finish(run: Run, model, tok, views, cfg, device, emit, state, summary, known: dict) -> Run:
     checkpoint.load_weights(run.dir / "checkpoints" / f"step-{state['best']['step']}", model)
     results = {}
     for split in ("validation", "test"):
         t0 = time.perf_counter()
-        scores, extra, pairs = evaluate(model, tok, views[split], cfg, device)
+        scores, extra, pairs = known.get(split) or evaluate(model, tok, views[split], cfg, device)
         results[split] = scores
         emit({"split": "final_validation" if split == "validation" else "test", "step": state["best"]["step"],
               "epoch": state["best"]["epoch"],

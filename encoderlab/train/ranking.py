@@ -8,9 +8,12 @@ accuracy, MRR and recall@k overall, per domain (`accuracy/<domain>`) and as the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from encoderlab import config as C
 from encoderlab import metrics as M
@@ -58,6 +61,51 @@ def flat_metrics(scores: dict, extra: dict | None = None) -> dict:
         out.update({f"{k}/{d}": s[k] for k in keys})
     out.update({f"domain_mean/{k}": v for k, v in scores["domain_mean"].items()})
     return {**out, **(extra or {})}
+
+
+@contextlib.contextmanager
+def run_status(run: Run, state: dict):
+    """Ctrl-C or `kill` marks the run interrupted, any other error failed; both re-raise.
+    (Ranking runs restart rather than resume.)"""
+    from encoderlab.train.fit import sigterm_as_interrupt
+    try:
+        with sigterm_as_interrupt():
+            yield
+    except KeyboardInterrupt:
+        run.update(status="interrupted", message=f"stopped at step {state['step']} (ranking runs restart)")
+        raise
+    except BaseException as e:
+        run.update(status="failed", message=f"{type(e).__name__}: {e}"[:500])
+        raise
+
+
+def optimizer_step(model, opt, sched, loss: torch.Tensor, max_grad_norm: float) -> None:
+    """backward -> clip -> AdamW step -> schedule step -> clear gradients."""
+    loss.backward()
+    if max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+
+
+@dataclass
+class Running:
+    """Running training loss and top-1 accuracy over the contexts of one epoch."""
+    loss: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    t0: float = field(default_factory=time.perf_counter)
+
+    def add(self, out: dict, labels: torch.Tensor) -> float:
+        self.loss += out["loss"].item() * len(labels)
+        self.correct += int((out["logits"].argmax(1).cpu() == labels).sum())
+        self.seen += len(labels)
+        return self.loss / self.seen
+
+    def metrics(self, sched) -> dict:
+        return {"loss": self.loss / max(self.seen, 1), "accuracy": self.correct / max(self.seen, 1),
+                "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - self.t0}
 
 
 def ks(rc: C.RankingConfig) -> tuple[int, ...]:

@@ -236,6 +236,10 @@ class SeriesConfig:
     alphabet: int = opt(8, "sax: letters (Gaussian breakpoints of the z-normalised series)")
     segment: int = opt(4, "sax: time steps averaged into one letter (PAA window)")
     patch: int = opt(8, "patch: time steps per patch (images: patch x patch pixels)")
+    vocabulary: str = opt("extend", "extend: the model's text vocabulary plus the scheme's tokens (needed "
+                          "for pretrained weights); own: only [PAD] [UNK] [CLS] [SEP] [MASK] + the scheme's "
+                          "tokens (model.init = \"random\"; drops ~30k unused text embeddings)", ("extend", "own"),
+                          late=True)
 
 
 @dataclass(frozen=True)

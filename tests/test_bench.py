@@ -57,8 +57,10 @@ def test_bench_interleaves_stores_and_feeds_the_tradeoff_table(family):
     assert next(r for r in table if r["runtime"] == "torch-int8")["accuracy"] is None
     teach = next(r for r in table if r["target"] == meta["reference"])
     assert teach["accuracy_change"] == 0 and teach["size_change_pct"] == 0
-    fastest = min(table, key=lambda r: r["latency_p50_ms"])
-    assert fastest["pareto"] == "yes"                                     # nobody is faster
+    # the fastest row with a known accuracy is on the front (rows without accuracy never are; which
+    # runtime is fastest on a busy 2-core machine varies, so the test must not assume it)
+    fastest = min((r for r in table if r["accuracy"] is not None), key=lambda r: r["latency_p50_ms"])
+    assert fastest["pareto"] == "yes"
     png = TO.pareto_plot(table)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 

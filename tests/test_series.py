@@ -275,3 +275,20 @@ def test_baselines_on_real_series():
 def test_load_data_splits_validation_off_train():
     data, _ = load_data(C.DataConfig(source="builtin:japanese-vowels", validation_fraction=0.2))
     assert data.task == "sequence" and len(data.validation) == 54 and len(data.test) == 370
+
+
+def test_own_vocabulary_has_only_specials_and_scheme_tokens(tmp_path):
+    from encoderlab.predict import predict
+    from encoderlab.store.runs import RunStore
+    from encoderlab.train.fit import fit
+    cfg = C.replace(_exp(tmp_path, "bins", pool=4, bins=8), series__vocabulary="own")
+    run = fit(cfg, RunStore(tmp_path / "runs"), progress=False)
+    vocab = json.loads((run.dir / "model" / "tokenizer.json").read_text())["model"]["vocab"]
+    assert len(vocab) == 5 + 6 * 8 and vocab["[CLS]"] == 2
+    weights = json.loads((run.dir / "model" / "config.json").read_text())
+    assert weights["vocab_size"] == 5 + 6 * 8
+    _, scores = predict(run, str(builtin.get("basic-motions").files["test"]))
+    assert scores["accuracy"] == pytest.approx(run.info["test_accuracy"])
+    with pytest.raises(ConfigError, match="model.init"):
+        fit(C.replace(cfg, model__init="pretrained", model__num_layers=1, model__hidden_size=0,
+                      model__num_heads=0, model__intermediate_size=0), RunStore(tmp_path / "r2"), progress=False)

@@ -146,17 +146,32 @@ def _patches(a: np.ndarray, state: dict) -> np.ndarray:
     return a.reshape(C, h, p, w, p).transpose(1, 3, 0, 2, 4).reshape(h * w, C * p * p)
 
 
-def extend(state: dict, tokenizer, model) -> None:
-    """Give the model its input side: new tokens (bins/grid/sax) or the patch projection."""
+def extend(state: dict, tokenizer, model, vocabulary: str = "extend", init: str = "pretrained"):
+    """Give the model its input side: the scheme's tokens (bins/grid/sax) appended to the text
+    vocabulary, or a vocabulary of its own (special tokens + the scheme's tokens, random init only);
+    for patches the projection layer. Returns the tokenizer to use and store with the model."""
     from torch import nn
+    tokens = state.get("tokens", [])
+    if vocabulary == "own":
+        if init != "random":
+            raise ConfigError("series.vocabulary = \"own\" replaces the embeddings a pretrained model was "
+                              "trained with; use it with model.init = \"random\"")
+        from tokenizers import Tokenizer, models
+        from encoderlab.encode import vocab as V
+        tok = Tokenizer(models.WordLevel({t: i for i, t in enumerate(V.SPECIALS + tuple(tokens))}, unk_token="[UNK]"))
+        V._template(tok)
+        tokenizer = V._wrap(tok, "series", 512, None)
+        model.encoder.resize_token_embeddings(len(tokenizer))
+        model.encoder.config.pad_token_id = tokenizer.pad_token_id
+    else:
+        new = [t for t in tokens if t not in tokenizer.get_vocab()]
+        if new:
+            tokenizer.add_tokens(new, special_tokens=True)
+        if len(tokenizer) > model.encoder.get_input_embeddings().num_embeddings:
+            model.encoder.resize_token_embeddings(len(tokenizer))
     if state["scheme"] == "patch":
         model.frontend = nn.Linear(state["patch_dim"], model.encoder.config.hidden_size)
-        return
-    new = [t for t in state["tokens"] if t not in tokenizer.get_vocab()]
-    if new:
-        tokenizer.add_tokens(new, special_tokens=True)
-    if len(tokenizer) > model.encoder.get_input_embeddings().num_embeddings:
-        model.encoder.resize_token_embeddings(len(tokenizer))
+    return tokenizer
 
 
 def encode(state: dict, split: Split, tokenizer, max_length: int) -> Encoded:

@@ -109,7 +109,7 @@ def setup(cfg: C.ExperimentConfig, store_root=None, label_names: list[str] | Non
     state = None
     if data.task == "sequence":
         state = series.fit(cfg.series, data.train)
-        series.extend(state, tokenizer, model)
+        tokenizer = series.extend(state, tokenizer, model, cfg.series.vocabulary, cfg.model.init)
         enc = {s: series.encode(state, getattr(data, s), tokenizer, cfg.encode.max_length)
                for s in ("train", "validation", "test")}
     else:

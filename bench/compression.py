@@ -41,6 +41,8 @@ def main(argv=None) -> int:
     ap.add_argument("--store", default=os.environ.get("ENCODERLAB_STORE", "runs"))
     ap.add_argument("--teacher", default="teacher", help="name of the teacher run (trained when missing)")
     ap.add_argument("--students", default="first:2,every:2", help="compress.layers of each student")
+    ap.add_argument("--names", help="run names of the students, comma-separated like --students "
+                    "(default distill-<spec>); an existing completed run of that name is reused")
     ap.add_argument("--distill-epochs", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1.5e-4)
     ap.add_argument("--soft-weight", type=float, default=0.8)
@@ -76,8 +78,11 @@ def main(argv=None) -> int:
                                                                          name=f"{args.teacher}-onnx-int8")[0]
     equivalence.append({"run": t_onnx8.info["name"], **t_onnx8.info["export"]})
     targets = [f"{teacher.id}@torch", t_int8.id, t_onnx8.id]
-    for spec in args.students.split(","):
-        name = f"distill-{spec.replace(':', '')}"
+    specs = args.students.split(",")
+    names = args.names.split(",") if args.names else [f"distill-{s.replace(':', '')}" for s in specs]
+    if len(names) != len(specs):
+        ap.error("--names needs one name per --students entry")
+    for spec, name in zip(specs, names):
         student = completed(store, name)
         if student is None:
             print(f"distilling {name} (compress.layers = {spec})", flush=True)

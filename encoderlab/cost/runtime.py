@@ -77,8 +77,15 @@ def export_onnx(model, path: Path, pairs: bool, opset: int | None = None) -> int
 
 def quantize_onnx(src: Path, dst: Path) -> None:
     """onnxruntime's dynamic quantization: int8 weights of MatMul/Gemm, activations at run time."""
+    import logging
     from onnxruntime.quantization import QuantType, quantize_dynamic as ort_quantize
-    ort_quantize(str(src), str(dst), weight_type=QuantType.QInt8)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)     # its "consider pre-processing" advice targets static (image) models
+    try:
+        ort_quantize(str(src), str(dst), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
 
 
 class Predictor:

@@ -70,8 +70,8 @@ def _print_derived(run, results, console):
                       f"{q['max_abs_logit_diff']:.2e}, labels agree on {100 * q['label_agreement']:.2f} %")
         if "int8_vs_pytorch" in q:
             i8 = q["int8_vs_pytorch"]
-            console.print(f"ONNX int8 vs PyTorch fp32: max |logit diff| {i8['max_abs_logit_diff']:.2e}, labels agree on "
-                          f"{100 * i8['label_agreement']:.2f} % (quantization changes the model on purpose)")
+            console.print(f"ONNX int8 vs PyTorch fp32: max |logit diff| {i8['max_abs_logit_diff']:.2e}, labels "
+                          f"agree on {100 * i8['label_agreement']:.2f} % (quantization changes the model on purpose)")
         console.print(", ".join(f"{k}: {R.format_value(v / 1e6, 1)} MB" for k, v in q["files"].items()))
 
 

@@ -90,6 +90,7 @@ def new_run(store: RunStore, parent: Run, name: str, **compress) -> tuple[Run, C
                     **{f"compress.{k}": v for k, v in compress.items()})
     run = store.create(cfg, parent.labels(), task=parent.info.get("task", "single"),
                        data=parent.info.get("data", {}), model_source=f"run:{parent.id}",
+                       model=f"run:{parent.id}",
                        parent=parent.id, runtime=cfg.compress.runtime)
     return run, cfg
 

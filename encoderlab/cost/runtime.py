@@ -72,7 +72,8 @@ def export_onnx(model, path: Path, pairs: bool, opset: int | None = None) -> int
         torch.onnx.export(_Logits(model).eval(), args, str(path), input_names=names, output_names=["logits"],
                           dynamic_shapes=shapes, dynamo=True, external_data=False, verbose=False, **kw)
     import onnx
-    return max(o.version for o in onnx.load(str(path), load_external_data=False).opset_import if o.domain in ("", "ai.onnx"))
+    opsets = onnx.load(str(path), load_external_data=False).opset_import
+    return max(o.version for o in opsets if o.domain in ("", "ai.onnx"))
 
 
 def quantize_onnx(src: Path, dst: Path) -> None:

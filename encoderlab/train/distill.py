@@ -155,6 +155,7 @@ def distill(cfg: C.ExperimentConfig, store: RunStore, *, progress: bool = True, 
 
     params = sum(p.numel() for p in student.parameters())
     run = store.create(cfg, data.label_names, task=data.task, model_source=f"run:{teacher_run.id}",
+                       model=f"run:{teacher_run.id}",
                        parent=teacher_run.id, runtime=cc.runtime, parameters=params,
                        data={"task": data.task, "num_labels": len(data.label_names),
                              "sizes": {k: len(getattr(data, k)) for k in ("train", "validation", "test")},

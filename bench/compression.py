@@ -54,6 +54,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", help="also write the Markdown table here")
     args = ap.parse_args(argv)
 
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()       # "Loading weights" bars per model load are noise here
     from encoderlab import config as C
     from encoderlab.analysis import render as R
     from encoderlab.analysis import tradeoff as TO
@@ -104,7 +106,7 @@ def main(argv=None) -> int:
           f"{args.batch_size}, {args.threads} thread(s)); load average now {os.getloadavg()}", flush=True)
     bench_targets(store, targets, batch_sizes=(args.batch_size,), n_batches=args.batches, rounds=args.rounds,
                   threads=args.threads)
-    family = [teacher] + [store.get(r["id"]) for r in store.list() if r.get("parent")]
+    family = [store.get(r["id"]) for r in store.list()]   # the table keeps the runs of this session
     rows, meta = TO.table(family)
     md = [TO.caption(meta), "", R.render(rows, TO.COLUMNS, "markdown").strip(), "",
           "ONNX vs PyTorch fp32 of the same weights (test split):", "",

@@ -19,26 +19,29 @@ from encoderlab.cost.runtime import Predictor
 from encoderlab.encode.text import Encoded, collate
 
 
-def peak_rss_mb() -> float:
-    """Peak resident set of this process in MB (VmHWM), else ru_maxrss."""
+def _status_mb(field: str) -> float | None:
+    """A memory line of /proc/self/status (VmHWM, VmRSS) in MB; None where there is none."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return None
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set of this process in MB (VmHWM), else ru_maxrss."""
+    peak = _status_mb("VmHWM")
+    if peak is None:
+        import resource
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak
 
 
 def rss_mb() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
+    rss = _status_mb("VmRSS")
+    return float("nan") if rss is None else rss
 
 
 def reset_peak_rss() -> bool:

@@ -24,8 +24,8 @@ def _features(xs: list[np.ndarray], state: dict, length: int | None) -> np.ndarr
     """(N, C, L): prepared, normalised examples; series linearly resampled to `length` steps."""
     out = []
     for a in xs:
-        a = series._normalise(series._prepare(a, state), state).reshape(a.shape[0] if not state["select"]
-                                                                      else state["select"], -1)
+        a = series.prepare(a, state)
+        a = a.reshape(a.shape[0], -1)                     # images: pixels in raster order
         if length is not None and a.shape[1] != length:
             grid = np.linspace(0, a.shape[1] - 1, length)
             a = np.stack([np.interp(grid, np.arange(a.shape[1]), ch) for ch in a])

@@ -83,13 +83,11 @@ def cmd_rank_budgets(args):
 
 
 def add_verbs(sub, _cmd) -> None:
+    from encoderlab.cli import _experiment_flags    # cli calls this while building its parser
     p = _cmd(sub, "rank", cmd_rank, "train and evaluate a ranking run (cross-encoder, bi-encoder or a "
              "baseline, per ranking.mode); with a [sweep] table, every point not yet done",
              "encoderlab rank examples/senses-cross.toml ranking.loss=am-softmax train.threads=1")
-    p.add_argument("file", help="experiment TOML file")
-    p.add_argument("overrides", nargs="*", help="dotted overrides key=value (TOML values)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--json", action="store_true", help="print the test scores as JSON")
+    _experiment_flags(p, "experiment TOML file")
 
     p = _cmd(sub, "rank-table", cmd_rank_table, "per-domain and mean-over-domains ranking table of stored "
              "runs (mean ± std over seeds); --budgets: truncation/padding per budget; --e2e: retrieval x "

@@ -75,7 +75,7 @@ def predict(run: Run | list[Run], input_path: str, *, batch_size: int = 128, tex
         raise StoreError("no runs to predict with")
     for r in runs:
         _check_model(r)
-    sequence = runs[0].config().data.task == "sequence" or runs[0].info.get("task") == "sequence"
+    sequence = runs[0].info.get("task") == "sequence"
     frame = None if sequence else read_table(input_path, "auto")
     kw = {"batch_size": batch_size, "text": text, "text_pair": text_pair, "device": device, "runtime": runtime}
     probs, names, split = _probabilities(runs[0], input_path, frame, **kw)

@@ -142,16 +142,11 @@ def test_nan_policy(tmp_path):
 
 # -- schemes -----------------------------------------------------------------------------------
 
-class _Tok:
-    """The bits of a tokenizer encode() uses, backed by MiniLM's real vocabulary."""
-
-    def __init__(self):
-        from transformers import AutoTokenizer
-        from encoderlab.models import registry
-        self.t = AutoTokenizer.from_pretrained(registry.resolve("builtin:minilm-l6"))
-
-    def __getattr__(self, k):
-        return getattr(self.t, k)
+def _tokenizer():
+    """MiniLM's real tokenizer (encode() needs its special ids; extend() adds the scheme's tokens)."""
+    from transformers import AutoTokenizer
+    from encoderlab.models import registry
+    return AutoTokenizer.from_pretrained(registry.resolve("builtin:minilm-l6"))
 
 
 def _split(name="train"):
@@ -166,7 +161,7 @@ def test_bins_fitted_on_train_only(binning):
     state = series.fit(cfg, train)
     shifted = Split("test", test.texts, None, test.labels, series=[a * 100 for a in test.series])
     assert series.fit(cfg, train)["edges"] == state["edges"]          # deterministic, train only
-    tok = _Tok().t
+    tok = _tokenizer()
     series.extend(state, tok, _FakeModel(len(tok)))
     enc = series.encode(state, train, tok, 512)
     assert enc.lengths[0] == 6 * 25 + 2                                  # time-major C x T/pool + CLS/SEP
@@ -193,7 +188,7 @@ class _FakeModel:
 
 def test_grid_and_sax_tokens():
     train = _split()
-    tok = _Tok().t
+    tok = _tokenizer()
     g = series.fit(C.SeriesConfig(scheme="grid", cells=4, axes=3, select=3), train)
     assert len(g["tokens"]) == 64
     series.extend(g, tok, _FakeModel(len(tok)))
@@ -216,7 +211,7 @@ def _digits_split():
 
 
 def test_patches_series_variable_length_and_images():
-    tok = _Tok().t
+    tok = _tokenizer()
     v, _ = read_series_split(str(builtin.get("japanese-vowels").files["train"]), SEQ, "train", None)
     st = series.fit(C.SeriesConfig(scheme="patch", patch=4), v)
     enc = series.encode(st, v, tok, 512)
@@ -236,7 +231,7 @@ def test_channel_mismatch_is_a_clear_error():
     train = _split()
     st = series.fit(C.SeriesConfig(scheme="patch", select=3), train)
     with pytest.raises(DataError, match="fitted on series data with 3 channels"):
-        series.encode(st, _digits_split(), _Tok().t, 512)
+        series.encode(st, _digits_split(), _tokenizer(), 512)
     with pytest.raises(ConfigError, match="7 but the data has 6"):
         series.fit(C.SeriesConfig(select=7), train)
 

@@ -17,13 +17,14 @@ inside the channel, or zero.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from encoderlab.config import DataConfig
-from encoderlab.data.dataset import Split, labels_to_ids
+from encoderlab.data.dataset import Split, _column, labels_to_ids
 from encoderlab.data.readers import read_table
 from encoderlab.errors import DataError
 
@@ -120,13 +121,6 @@ def _examples(values: np.ndarray, layout: str, path: str, field: str):
 
 # -- tables ------------------------------------------------------------------------------------
 
-def _column(df: pd.DataFrame, name: str, path: str, key: str) -> pd.Series:
-    if name not in df.columns:
-        raise DataError(f"column '{name}' not found (columns: {', '.join(map(str, df.columns))}); set {key}",
-                        file=path, field=name)
-    return df[name]
-
-
 def _labels(df: pd.DataFrame, cfg: DataConfig, path: str, require: bool) -> list | None:
     if cfg.label not in df.columns and not require:
         return None
@@ -138,7 +132,6 @@ def _read_wide(df: pd.DataFrame, path: str, cfg: DataConfig, require_labels: boo
     arrays = []
     for row, cell in enumerate(col.tolist(), 1):
         if isinstance(cell, str):
-            import json
             try:
                 cell = json.loads(cell)
             except ValueError:

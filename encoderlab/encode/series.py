@@ -61,6 +61,12 @@ def _flat_steps(a: np.ndarray) -> np.ndarray:
     return a.reshape(a.shape[0], -1)
 
 
+def prepare(raw: np.ndarray, state: dict) -> np.ndarray:
+    """One raw example after channel selection, pooling and the fitted normalisation: what every
+    scheme (and the baselines) starts from; same shape kind as `raw`."""
+    return _normalise(_prepare(raw, state), state)
+
+
 def fit(cfg: SeriesConfig, train: Split) -> dict:
     """The scheme's state from the training examples only."""
     xs = train.series
@@ -187,12 +193,13 @@ def encode(state: dict, split: Split, tokenizer, max_length: int) -> Encoded:
         if raw.shape[0] < state["channels"] or (raw.ndim == 3) != (state["kind"] == "image"):
             raise DataError(f"example has shape {raw.shape}; the model was fitted on {state['kind']} data with "
                             f"{state['channels']} channels", file=split.source, row=i + 1)
-        a = _normalise(_prepare(raw, state), state)
+        a = prepare(raw, state)
         if state["scheme"] == "patch":
-            f = _patches(a, state).astype(np.float32)[:max_length - 2]
+            patches = _patches(a, state)
+            at_limit += len(patches) + 2 >= max_length
+            f = patches[:max_length - 2].astype(np.float32)
             feats.append(f)
             body = np.full(len(f), placeholder, dtype=np.int64)
-            at_limit += len(_patches(a, state)) + 2 >= max_length
         else:
             tok = _tokens(a, state)
             at_limit += len(tok) + 2 >= max_length

@@ -209,7 +209,7 @@ def add_verbs(sub, _cmd) -> None:
     p.add_argument("--name")
 
     p = _cmd(sub, "tradeoff", cmd_tradeoff, "accuracy vs latency / throughput / size of a teacher and the runs "
-             "derived from it, from the newest bench session (with % change and Pareto flags)",
+             "derived from it, from the newest bench session (with %% change and Pareto flags)",
              "encoderlab tradeoff teacher --format markdown")
     p.add_argument("teacher")
     p.add_argument("--session", help="bench session (time stamp) to read; default the newest")

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from conftest import TINY_MODEL_TOML, two_class_data_toml
-from encoderlab.cli import main
+from encoderlab.cli import build_parser, main
 
 
 @pytest.fixture
@@ -117,3 +117,13 @@ def test_eval_checkpoints_and_lrfind_through_cli(exp_file, tmp_path, capsys):
     out = tmp_path / "lr"
     assert main(["--store", store, "lrfind", str(exp_file), "--steps", "30", "--out", str(out)]) == 0
     assert "train.lr=" in capsys.readouterr().out and (out / "lrfind.png").exists()
+
+
+def test_every_verb_help_renders_with_an_example(capsys):
+    """argparse formats help lazily: a stray '%' in one verb's help broke `encoderlab --help`."""
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])
+    assert stop.value.code == 0
+    verbs = [a for a in build_parser()._actions if hasattr(a, "choices") and isinstance(a.choices, dict)][0]
+    for name, sub in verbs.choices.items():
+        assert "Example" in sub.format_help(), name

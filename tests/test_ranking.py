@@ -265,6 +265,7 @@ def test_linking_bi_then_cross_reranks_its_top_k(senses_files, store):
     assert rows[-1]["domain"] == "all" and rows[-1]["accuracy"] == pytest.approx(t["accuracy"])
     table = AR.domain_table([bi, cross], "accuracy")
     assert len(table.rows) == 2 and "domain mean" in [c[0] for c in table.columns]
+    assert {r["experiment"] for r in table.rows} == {bi.info["name"].split(":")[0]}
 
 
 def test_cli_rank_budgets_and_table(senses_files, tmp_path, capsys):

@@ -11,6 +11,9 @@ from encoderlab.analysis.compare import PM, Table, _facts, config_table, fmt_pm,
 from encoderlab.store.runs import Run
 
 
+MAX_VARIED_COLUMNS = 4
+
+
 def domains_of(runs: Sequence[Run], metric: str, split: str = "test") -> list[str]:
     """Domains named by `<metric>/<domain>` keys of the runs' `split` events."""
     out = set()
@@ -30,6 +33,16 @@ def domain_table(runs: Sequence[Run], metric: str = "accuracy", split: str = "te
     data_cols = [c for c in base.data_columns if c[0] in [x[0] for x in cols]]
     key = lambda r: tuple(r["runs"])   # noqa: E731
     rows = {key(r): {**{k: r[k] for k in r if not k.startswith(("val", "test"))}} for r in base.rows}
+    exp = {f.id: f.info.get("name", "").split(":")[0] for f in _facts(runs)}
+    for r in rows.values():
+        r["experiment"] = exp[r["runs"][0]]
+    if len(base.varied) > MAX_VARIED_COLUMNS:
+        # experiments (baselines, bi, cross) differ in many keys: name each row by its experiment and
+        # show only the mode and the keys its sweep varies; the rest is in the experiment files
+        within = [k for k in base.varied if k == "ranking.mode" or any(
+            a["experiment"] == b["experiment"] and a[k] != b[k] for a in rows.values() for b in rows.values())]
+        cols = [("experiment", "experiment")] + [c for c in cols if c[0] in within]
+    data_cols = [("experiment", "experiment")] + data_cols
     for label, m in [(d, f"{metric}/{d}") for d in doms] + [("domain mean", f"domain_mean/{metric}"),
                                                             ("all", metric)]:
         t = config_table(runs, m)

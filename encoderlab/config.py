@@ -187,6 +187,10 @@ class RankingConfig:
     score: str = opt("cosine", "bi: similarity of the two vectors", ("cosine", "dot"))
     hard_negatives: int = opt(0, "bi: extra negatives per context from its candidate list (other senses), "
                               "else random entries of its domain's dictionary")
+    context_pooling: str = opt("model", "how the context (bi) or the pair (cross) becomes one vector: the "
+                               "model's pooling (model.head.pooling), or the mean over the marked mention "
+                               "[M] .. [/M] (needs markers; rows whose mention was cut fall back to the model's)",
+                               ("model", "mention"), late=True)
 
 
 @dataclass(frozen=True)

@@ -280,3 +280,24 @@ def test_cli_rank_budgets_and_table(senses_files, tmp_path, capsys):
     assert [b["budget"] for b in budgets] == ["16/8", "8/16"]
     assert budgets[0]["candidate_truncated"] > budgets[1]["candidate_truncated"]
     assert main(["rank-budgets", str(exp), "--budgets", "16x8"]) == 2
+
+
+def test_mention_pooling_masks_the_marked_span_and_needs_markers(senses_files, store):
+    import torch
+
+    from encoderlab.errors import ConfigError
+    from encoderlab.models.ranking import mention_mask
+    from encoderlab.train.ranking import run
+    ids = torch.tensor([[101, 7, 90, 8, 9, 91, 5, 102],     # [M] at 2, [/M] at 5
+                        [101, 7, 8, 9, 102, 0, 0, 0]])       # no mention left: the attention mask
+    att = torch.tensor([[1] * 8, [1] * 5 + [0] * 3])
+    got = mention_mask(ids, att, (90, 91))
+    assert got.tolist() == [[0, 0, 1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 0, 0, 0]]
+    with pytest.raises(ConfigError, match="markers"):
+        run(cfg_for(senses_files, **{"ranking.mode": "bi", "ranking.context_pooling": "mention",
+                                     "ranking.markers": False}), store, progress=False)
+    for mode in ("bi", "cross"):
+        r = run(cfg_for(senses_files, **{"ranking.mode": mode, "ranking.context_pooling": "mention"}), store,
+                progress=False)
+        test = [e for e in r.events() if e["split"] == "test"][-1]["metrics"]
+        assert r.status == "completed" and 0 <= test["accuracy"] <= 1

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from encoderlab.config import ModelConfig, RankingConfig
-from encoderlab.encode.budget import add_markers
+from encoderlab.encode.budget import MARKERS, add_markers
+from encoderlab.errors import ConfigError
 from encoderlab.models import classifier
 from encoderlab.models.classifier import Head, pool
 
@@ -32,6 +33,17 @@ def rank_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | N
     return nn.functional.cross_entropy(logits, labels)
 
 
+def mention_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, markers: tuple[int, int]) -> torch.Tensor:
+    """(N, T) mask of the tokens from [M] to [/M] (both included) of each row; a row without an
+    opening marker (cut by the budget) keeps its attention mask, so pooling falls back to all tokens."""
+    opened = (input_ids == markers[0]).cumsum(-1)
+    closed = (input_ids == markers[1]).cumsum(-1)
+    inside = (opened > closed) | ((input_ids == markers[1]) & (opened > 0))
+    inside = inside & attention_mask.bool()
+    found = inside.any(-1, keepdim=True)
+    return torch.where(found, inside, attention_mask.bool()).to(attention_mask.dtype)
+
+
 def _uses_types(encoder) -> bool:
     return "token_type_ids" in inspect.signature(encoder.forward).parameters \
         and getattr(encoder.config, "type_vocab_size", 0) > 1
@@ -41,16 +53,21 @@ class CrossEncoder(nn.Module):
     """[CLS] context [SEP] candidate [SEP] -> encoder -> pool -> 1-unit head: one score per pair.
     The N = sum(K_b) pairs of a batch are scored flat, then scattered into (B, K) by `cand_mask`."""
 
-    def __init__(self, encoder: nn.Module, head, pooling: str, rc: RankingConfig):
+    def __init__(self, encoder: nn.Module, head, pooling: str, rc: RankingConfig,
+                 markers: tuple[int, int] | None = None):
         super().__init__()
-        self.encoder, self.pooling, self.rc = encoder, pooling, rc
+        self.encoder, self.pooling, self.rc, self.markers = encoder, pooling, rc, markers
         self.head = Head(encoder.config.hidden_size, 1, head)
         self.uses_token_types = _uses_types(encoder)
 
     def forward(self, input_ids, attention_mask, cand_mask, token_type_ids=None, labels=None):
         kw = {"token_type_ids": token_type_ids} if self.uses_token_types and token_type_ids is not None else {}
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state
-        flat = self.head(pool(hidden, attention_mask, self.pooling)).float().squeeze(-1)   # (N,)
+        if self.markers:    # the mention's tokens, having attended to the candidate
+            pooled = pool(hidden, mention_mask(input_ids, attention_mask, self.markers), "mean")
+        else:
+            pooled = pool(hidden, attention_mask, self.pooling)
+        flat = self.head(pooled).float().squeeze(-1)                                          # (N,)
         if self.rc.loss == "am-softmax":
             flat = self.rc.scale * torch.tanh(flat)   # bounded, so a margin means something
         logits = torch.full(cand_mask.shape, NEG, dtype=flat.dtype, device=flat.device)
@@ -66,18 +83,25 @@ class BiEncoder(nn.Module):
     score = dot product or scale * cosine. Trained with in-batch negatives: every candidate of the
     batch is a negative for every other context."""
 
-    def __init__(self, encoder: nn.Module, pooling: str, rc: RankingConfig):
+    def __init__(self, encoder: nn.Module, pooling: str, rc: RankingConfig,
+                 markers: tuple[int, int] | None = None):
         super().__init__()
         self.encoder = encoder
         self.cand_encoder = encoder if rc.shared else copy.deepcopy(encoder)
-        self.pooling, self.rc = pooling, rc
+        self.pooling, self.rc, self.markers = pooling, rc, markers
 
-    def _embed(self, encoder, input_ids, attention_mask) -> torch.Tensor:
+    def _embed(self, encoder, input_ids, attention_mask, pool_mask=None) -> torch.Tensor:
         hidden = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        v = pool(hidden, attention_mask, self.pooling).float()                               # (N, H)
+        if pool_mask is None:
+            v = pool(hidden, attention_mask, self.pooling).float()                           # (N, H)
+        else:
+            v = pool(hidden, pool_mask, "mean").float()
         return nn.functional.normalize(v, dim=-1) if self.rc.score == "cosine" else v
 
     def embed_contexts(self, input_ids, attention_mask) -> torch.Tensor:
+        if self.markers:    # the mention's tokens in their context (the word, not the sentence)
+            return self._embed(self.encoder, input_ids, attention_mask,
+                               mention_mask(input_ids, attention_mask, self.markers))
         return self._embed(self.encoder, input_ids, attention_mask)
 
     def embed_candidates(self, input_ids, attention_mask) -> torch.Tensor:
@@ -104,9 +128,20 @@ def build(mc: ModelConfig, rc: RankingConfig, store_root=None, markers: bool | N
     if rc.markers if markers is None else markers:
         add_markers(tokenizer, encoder)
     pooling = mc.head.pooling if mc.head.pooling != "auto" else classifier.default_pooling(folder)
+    ids = _marker_ids(tokenizer, rc) if rc.mode in ("cross", "bi") else None
     if rc.mode == "cross":
-        return CrossEncoder(encoder, mc.head, pooling, rc), tokenizer, folder
-    return BiEncoder(encoder, pooling, rc), tokenizer, folder
+        return CrossEncoder(encoder, mc.head, pooling, rc, ids), tokenizer, folder
+    return BiEncoder(encoder, pooling, rc, ids), tokenizer, folder
+
+
+def _marker_ids(tokenizer, rc: RankingConfig) -> tuple[int, int] | None:
+    """The [M] / [/M] ids when the context is pooled over its mention, else None."""
+    if rc.context_pooling != "mention":
+        return None
+    if not rc.markers:
+        raise ConfigError("ranking.context_pooling = \"mention\" needs ranking.markers = true "
+                          "(the mention is found by its markers)")
+    return tuple(tokenizer.convert_tokens_to_ids(list(MARKERS)))
 
 
 def save(model: nn.Module, tokenizer, folder: Path, meta: dict) -> None:
@@ -133,9 +168,10 @@ def load_biencoder(folder: Path, rc: RankingConfig) -> tuple[BiEncoder, object]:
     if meta.get("mode") != "bi":
         raise ValueError(f"{folder} holds a {meta.get('mode')} model, not a bi-encoder")
     enc = classifier._encoder(folder, AutoConfig.from_pretrained(folder), pretrained=True)
-    model = BiEncoder(enc, meta["pooling"], rc)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = BiEncoder(enc, meta["pooling"], rc, _marker_ids(tokenizer, rc))
     if (folder / "candidate_encoder").exists():
         sub = folder / "candidate_encoder"
         model.cand_encoder = classifier._encoder(sub, AutoConfig.from_pretrained(sub), pretrained=True)
     model.eval()
-    return model, AutoTokenizer.from_pretrained(folder)
+    return model, tokenizer

@@ -727,6 +727,8 @@ def build_parser() -> argparse.ArgumentParser:
     from encoderlab import cli_cost; cli_cost.add_verbs(sub, _cmd)  # noqa: E702
     from encoderlab import cli_series
     cli_series.add_verbs(sub, _cmd)
+    from encoderlab import cli_store
+    cli_store.add_verbs(sub, _cmd)
     return ap
 
 

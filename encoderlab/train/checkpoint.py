@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_model, save_model
 
+from encoderlab.faults import fault
 from encoderlab.store import atomic
 
 
@@ -21,6 +22,7 @@ def save(folder: Path, model, optimizer, scheduler, state: dict) -> Path:
     tmp.mkdir(parents=True)
     # save_model/load_model store tied weights (an MLM decoder sharing the embeddings) once
     save_model(model, str(tmp / "model.safetensors"))
+    fault("checkpoint")
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "torch_rng": torch.get_rng_state()}, tmp / "trainer.pt")
     (tmp / "state.json").write_text(json.dumps(state, indent=2))

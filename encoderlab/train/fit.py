@@ -24,6 +24,7 @@ from encoderlab.data.dataset import TaskData, load_data
 from encoderlab.encode import series
 from encoderlab.encode.text import Encoded, encode_split, eval_batches, padding_waste, train_batches
 from encoderlab.errors import EncoderlabError, StoreError
+from encoderlab.faults import fault
 from encoderlab.models import classifier
 from encoderlab.store import atomic
 from encoderlab.store.runs import Run, RunStore, now
@@ -58,6 +59,7 @@ def predict_logits(model, enc: Encoded, batch_size: int, device, precision: str,
         with autocast(device, precision):
             logits = model(**{k: v.to(device) for k, v in batch.items()})["logits"]
         out[idx] = logits.float().cpu().numpy()
+        fault("eval")
         if progress:
             progress(len(idx))
     return out
@@ -152,6 +154,30 @@ class _Diverged(EncoderlabError):
 
 
 @contextlib.contextmanager
+def graceful_stop():
+    """SIGTERM and a first Ctrl-C ask the loop to stop at the next step boundary, where it saves a
+    checkpoint and marks the run interrupted (so a resume loses no step); a second Ctrl-C stops at
+    once. Yields the request counter the loop polls."""
+    asked = {"n": 0}
+
+    def handler(signum, frame):
+        asked["n"] += 1
+        if signum == signal.SIGINT and asked["n"] > 1:
+            raise KeyboardInterrupt
+
+    try:
+        old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    except ValueError:  # not the main thread: no handlers, Ctrl-C behaves as usual
+        yield asked
+        return
+    try:
+        yield asked
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+@contextlib.contextmanager
 def sigterm_as_interrupt():
     """`kill` (SIGTERM) stops a run the same clean way Ctrl-C does."""
     def handler(signum, frame):
@@ -217,7 +243,7 @@ def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
     bar = ProgressBar(progress, total, state["step"])
     s.model.train()
     try:
-        with sigterm_as_interrupt(), bar:
+        with graceful_stop() as stop_asked, bar:
             for epoch in range(state["epoch"], tc.epochs):
                 batches = train_batches(s.enc["train"].lengths, tc.batch_size,
                                         seed=tc.seed * 100003 + epoch, bucket=tc.bucket)
@@ -239,6 +265,7 @@ def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
                         tr["correct"] += int((out["logits"].argmax(1) == batch["labels"]).sum())
                         tr["seen"] += len(idx)
                         tr["tokens"] += int(s.enc["train"].lengths[idx].sum())
+                    fault("step")
                     if tc.max_grad_norm:
                         norm = float(torch.nn.utils.clip_grad_norm_(s.model.parameters(), tc.max_grad_norm))
                         tr["grad_norm_max"] = max(tr.get("grad_norm_max", 0.0), norm)
@@ -252,6 +279,10 @@ def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
                     if state["step"] % max(1, steps_per_epoch // 20) == 0:
                         tr.setdefault("curve", []).append([state["step"], tr["loss"] / max(tr["seen"], 1)])
                     bar.advance(epoch, tr["loss"] / max(tr["seen"], 1))
+                    if stop_asked["n"]:
+                        tr["seconds"] += time.perf_counter() - t0
+                        checkpoint.save(ckpt_dir, s.model, opt, sched, state)
+                        raise KeyboardInterrupt
                     done = tc.max_steps and state["step"] >= tc.max_steps
                     if tc.eval_every_steps and state["step"] % tc.eval_every_steps == 0 and not done \
                             and state["batch"] < len(batches):
@@ -311,6 +342,7 @@ def _finish(run: Run, s: Setup, state: dict, emit) -> Run:
     tc = s.cfg.train
     best = run.dir / "checkpoints" / f"step-{state['best']['step']}"
     checkpoint.load_weights(best, s.model)
+    fault("finish")
     pred_dir = run.dir / "predictions"
     pred_dir.mkdir(exist_ok=True)
     results = {}

@@ -27,7 +27,9 @@ def now() -> str:
 
 
 def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")[:40] or "run"
+    # a path-safe folder-name part: no separators, no '..', no leading dot (hidden files)
+    slug = re.sub(r"\.{2,}", "-", re.sub(r"[^A-Za-z0-9_.-]+", "-", name))
+    return re.sub(r"-{2,}", "-", slug).strip("-.")[:40] or "run"
 
 
 class Run:

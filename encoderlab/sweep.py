@@ -95,7 +95,8 @@ def existing(store: RunStore, point: Point) -> Run | None:
 
 def plan(store: RunStore, points: list[Point]) -> list[tuple[Point, str, Run | None]]:
     """(point, action, run): action is 'skip' (completed), 'busy' (running elsewhere),
-    'resume' (interrupted with a checkpoint) or 'start'."""
+    'resume' (interrupted: from its last checkpoint, or from the start in the same run folder when
+    it was stopped before the first one) or 'start' (no run yet, or the last one failed)."""
     out = []
     for p in points:
         run = existing(store, p)
@@ -104,7 +105,7 @@ def plan(store: RunStore, points: list[Point]) -> list[tuple[Point, str, Run | N
             out.append((p, "skip", run))
         elif status == "running":
             out.append((p, "busy", run))
-        elif status == "interrupted" and run.checkpoints:
+        elif status == "interrupted":
             out.append((p, "resume", run))
         else:
             out.append((p, "start", None))

@@ -69,9 +69,18 @@ def test_killed_sweep_continues_without_redoing_finished_runs(two_class_csv, tmp
     interrupted = store.get("last")
     assert interrupted.status == "interrupted"
 
-    assert [a for _, a, _ in S.plan(store, points)] == ["skip", "skip", "resume", "start"]
+    def early(ev):
+        if ev["split"] == "validation":                        # fourth stopped before any checkpoint
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        fit(points[3].cfg, store, callback=early, progress=False)
+    no_checkpoint = store.get("last")
+    assert no_checkpoint.status == "interrupted" and not no_checkpoint.checkpoints
+
+    assert [a for _, a, _ in S.plan(store, points)] == ["skip", "skip", "resume", "resume"]
     done = S.run_sweep(points, store, progress=False)
     assert len(done) == 4 and all(r.status == "completed" for r in done)
     assert done[2].id == interrupted.id                       # resumed, not restarted
+    assert done[3].id == no_checkpoint.id                     # same folder, no interrupted leftover
     assert len(store.list(group="sw")) == 4
     assert [a for _, a, _ in S.plan(store, points)] == ["skip"] * 4

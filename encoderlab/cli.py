@@ -729,6 +729,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_series.add_verbs(sub, _cmd)
     from encoderlab import cli_store
     cli_store.add_verbs(sub, _cmd)
+    from encoderlab import cli_scale; cli_scale.add_verbs(sub, _cmd)  # noqa: E702
     return ap
 
 

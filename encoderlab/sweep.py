@@ -112,19 +112,56 @@ def plan(store: RunStore, points: list[Point]) -> list[tuple[Point, str, Run | N
     return out
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one point: its run (None when no run could be created) and status."""
+    run_id: str | None
+    status: str
+    message: str = ""
+
+
+def run_point(cfg: C.ExperimentConfig, store_root: str | Path, action: str, run_id: str | None = None,
+              *, progress: bool = False, keep_going: bool = True) -> Outcome:
+    """Start or resume one point in the store at `store_root`: the unit of work of every backend
+    (the local loop calls it in-process, the Ray backend once per task). With `keep_going`, a
+    failure is recorded as a failed run (created here when training failed before its run
+    existed, e.g. unreadable data) instead of raised; Ctrl-C / SIGTERM always propagate."""
+    from encoderlab.train.fit import fit
+    store = RunStore(store_root)
+    try:
+        before = {r["id"] for r in store.list(group=cfg.group) if r["config_hash"] == C.config_hash(cfg)}
+        try:
+            run = fit(cfg, store, resume=store.get(run_id) if action == "resume" else None, progress=progress)
+            return Outcome(run.id, run.status)
+        except Exception as e:
+            if not keep_going:
+                raise
+            message = f"{type(e).__name__}: {e}"[:500]
+            new = [r["id"] for r in store.list(group=cfg.group)
+                   if r["config_hash"] == C.config_hash(cfg) and r["id"] not in before]
+            if action == "resume":
+                new = [run_id]
+            if new:     # fit marked its run failed already
+                return Outcome(new[-1], "failed", message)
+            run = store.create(cfg, [], status="failed", message=message, pid=None)
+            return Outcome(run.id, "failed", message)
+    finally:
+        store.close()
+
+
 def run_sweep(points: list[Point], store: RunStore, *, progress: bool = True,
               on_point: Callable[[int, int, Point, str], None] | None = None) -> list[Run]:
-    """Run every point not yet completed, in order; returns the runs of all points."""
-    from encoderlab.train.fit import fit
+    """Run every point not yet completed, in order, in this process; returns the runs of all
+    points. The first failure stops the sweep (re-running continues after the finished points)."""
     runs = []
     steps = plan(store, points)
     for i, (point, action, run) in enumerate(steps):
         if on_point:
             on_point(i, len(steps), point, action)
-        if action == "start":
-            run = fit(point.cfg, store, progress=progress)
-        elif action == "resume":
-            run = fit(point.cfg, store, resume=run, progress=progress)
+        if action in ("start", "resume"):
+            out = run_point(point.cfg, store.root, action, run.id if run else None,
+                            progress=progress, keep_going=False)
+            run = store.get(out.run_id)
         if run is not None:
             runs.append(run)
     return runs

@@ -1,0 +1,88 @@
+"""Scale-out: the Ray sweep backend against a real local Ray, checked against the local backend."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import TINY_MODEL_TOML, two_class_data_toml
+from encoderlab.cli import main
+from encoderlab.store.runs import RunStore
+
+
+def _exp(tmp_path, folder, sweep: str = '"train.lr" = [1e-2, 1e-3]') -> str:
+    path = tmp_path / "exp.toml"
+    path.write_text(f"""name = "sw"
+[data]
+{two_class_data_toml(folder, validation=False)}
+max_train = 160
+max_eval = 40
+[encode]
+max_length = 32
+[model]
+{TINY_MODEL_TOML}
+[train]
+epochs = 2
+batch_size = 16
+lr = 3e-3
+precision = "fp32"
+threads = 1
+[sweep]
+{sweep}
+seeds = [0, 1, 2]
+""")
+    return str(path)
+
+
+def _compare(store, capsys) -> list[dict]:
+    assert main(["--store", store, "compare", "--group", "sw", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    for row in rows:
+        row.pop("runs")     # run ids differ, everything else must not
+    return rows
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray = pytest.importorskip("ray")
+    yield ray
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def test_ray_sweep_matches_local_sweep(ray_local, two_class_csv, tmp_path, capsys):
+    exp = _exp(tmp_path, two_class_csv)
+    ray_store, local_store = str(tmp_path / "ray-runs"), str(tmp_path / "local-runs")
+    assert main(["--store", ray_store, "sweep", exp, "--backend", "ray", "--num-cpus", "2", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "6 completed, 0 failed" in out
+    assert main(["--store", local_store, "sweep", exp, "--quiet"]) == 0
+    capsys.readouterr()
+
+    on_ray, local = _compare(ray_store, capsys), _compare(local_store, capsys)
+    assert len(on_ray) == 2 and sum(row["n"] for row in on_ray) == 6
+    # same configurations, same seeds, one thread each: identical numbers, not just the same shape
+    assert on_ray == local
+    assert any(row["test_std"] > 0 for row in on_ray)      # seeds differ: a test that can fail
+    rows = RunStore(ray_store).list(group="sw")
+    assert len(rows) == 6 and {r["status"] for r in rows} == {"completed"}
+
+    # a second submission skips every finished point
+    assert main(["--store", ray_store, "sweep", exp, "--backend", "ray", "--quiet"]) == 0
+    assert "submitting 0 of 6 runs" in capsys.readouterr().out
+    assert len(RunStore(ray_store).list(group="sw")) == 6
+
+
+def test_ray_failed_task_is_a_failed_run_and_the_sweep_goes_on(ray_local, two_class_csv, tmp_path, capsys):
+    # the column "nope" does not exist: those points fail reading data, before training starts
+    exp = _exp(tmp_path, two_class_csv, sweep='"data.text" = ["gloss", "nope"]')
+    store = str(tmp_path / "runs")
+    assert main(["--store", store, "sweep", exp, "--backend", "ray", "--num-cpus", "2", "--quiet"]) == 0
+    assert "3 completed, 3 failed" in capsys.readouterr().out
+    rows = RunStore(store).list(group="sw")
+    assert sorted(r["status"] for r in rows) == ["completed"] * 3 + ["failed"] * 3
+    assert all("nope" in r["message"] for r in rows if r["status"] == "failed")
+    # re-running retries only the failed points
+    assert main(["--store", store, "sweep", exp, "--backend", "ray", "--quiet"]) == 0
+    assert "submitting 3 of 6 runs" in capsys.readouterr().out

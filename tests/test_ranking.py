@@ -263,6 +263,8 @@ def test_linking_bi_then_cross_reranks_its_top_k(senses_files, store):
     assert t["accuracy"] == pytest.approx(t["retrieval_recall"] * t["normalized_accuracy"])
     rows = AR.e2e_table([cross]).rows
     assert rows[-1]["domain"] == "all" and rows[-1]["accuracy"] == pytest.approx(t["accuracy"])
+    fig = AR.e2e_figure([bi], [cross], store.root / "e2e.png")      # per-domain recall@k keys beside
+    assert fig.stat().st_size > 1000
     table = AR.domain_table([bi, cross], "accuracy")
     assert len(table.rows) == 2 and "domain mean" in [c[0] for c in table.columns]
     assert {r["experiment"] for r in table.rows} == {bi.info["name"].split(":")[0]}

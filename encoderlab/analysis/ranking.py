@@ -4,6 +4,7 @@ configuration (mean ± std over seeds, via compare.config_table), the segment-bu
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -116,7 +117,7 @@ def e2e_figure(bi_runs: Sequence[Run], cross_runs: Sequence[Run], path: Path) ->
     fig, ax = plt.subplots(figsize=(6, 4))
     for f in _facts(bi_runs):
         m = (f.last("test") or {}).get("metrics", {})
-        pts = sorted((int(k.split("@")[1]), v) for k, v in m.items() if k.startswith("recall@"))
+        pts = sorted((int(k.split("@")[1]), v) for k, v in m.items() if re.fullmatch(r"recall@\d+", k))
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
                     label=f"{f.flat.get('ranking.mode')} recall@k ({f.id[-4:]})")

@@ -31,8 +31,8 @@ from encoderlab.models import classifier
 from encoderlab.store import atomic
 from encoderlab.store.runs import Run, RunStore, now
 from encoderlab.train import checkpoint
-from encoderlab.train.fit import (Callback, ProgressBar, autocast, emitter, pick_device, reopen,
-                                  sigterm_as_interrupt)
+from encoderlab.faults import fault
+from encoderlab.train.fit import Callback, ProgressBar, autocast, emitter, graceful_stop, pick_device, reopen
 from encoderlab.train.optim import make_optimizer, make_scheduler
 
 FAMILIES = ("bert", "albert")   # model types with an MLM head and a sentence-pair head
@@ -515,7 +515,7 @@ def pretrain(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = N
     bar = ProgressBar(progress, total, state["step"], label="pretrain")
     s.model.train()
     try:
-        with sigterm_as_interrupt(), bar:
+        with graceful_stop() as stop_asked, bar:
             for epoch in range(state["epoch"], tc.epochs):
                 batches = train_batches(s.train.lengths, tc.batch_size, seed=tc.seed * 100003 + epoch,
                                         bucket=tc.bucket)
@@ -548,6 +548,7 @@ def pretrain(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = N
                             tr["pairs"] += p
                             tr["pair_correct"] += int((out["pair_logits"].argmax(1) == out["pair_targets"]).sum())
                         tr["tokens"] += int(batch["attention_mask"].sum())
+                    fault("step")
                     if tc.max_grad_norm:
                         norm = float(torch.nn.utils.clip_grad_norm_(s.model.parameters(), tc.max_grad_norm))
                         tr["grad_norm_max"] = max(tr.get("grad_norm_max", 0.0), norm)
@@ -560,6 +561,10 @@ def pretrain(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = N
                     if state["step"] % max(1, steps_per_epoch // 20) == 0:
                         tr.setdefault("curve", []).append([state["step"], running])
                     bar.advance(epoch, running)
+                    if stop_asked["n"]:        # SIGTERM / Ctrl-C: keep exactly this step, then stop
+                        tr["seconds"] += time.perf_counter() - t0
+                        save()
+                        raise KeyboardInterrupt
                     done = tc.max_steps and state["step"] >= tc.max_steps
                     if tc.eval_every_steps and state["step"] % tc.eval_every_steps == 0 and not done \
                             and state["batch"] < len(batches):

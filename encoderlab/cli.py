@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from encoderlab import config as C
-from encoderlab.errors import EncoderlabError
+from encoderlab.errors import EncoderlabError, StoreError
 
 # pipes and CI logs get a wide fixed width instead of rich's 80-column fallback
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -155,6 +155,10 @@ def cmd_resume(args):
     if run.status == "completed":
         console.print(f"run {run.id} is already completed")
         return
+    if run.info.get("task") == "ranking" or run.info.get("parent"):
+        kind = "ranking" if run.info.get("task") == "ranking" else f"derived (from run {run.info['parent']})"
+        raise StoreError(f"run {run.id} is a {kind} run; those restart rather than resume: run the command "
+                         "that made it again (encoderlab rank FILE / encoderlab distill ...)")
     is_pretrain = run.info.get("task") == "pretrain"
     try:
         if is_pretrain:

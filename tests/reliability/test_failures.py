@@ -129,3 +129,11 @@ def test_store_check_reports_and_fixes_leftovers(two_class_csv, store):
     left = K.check(store)
     assert sorted(f.kind for f in left.problems) == ["corrupt_checkpoint", "partial"]   # never auto-deleted
     assert [r["id"] for r in store.list()] == [run.id]
+
+
+def test_resume_of_a_run_that_restarts_instead_is_a_clear_error(two_class_csv, store, capsys):
+    for fields in ({"task": "ranking"}, {"task": "single", "parent": "20261124-000000-teacher-0000"}):
+        run = store.create(tiny_config(two_class_csv, name="restarts"), [], **fields)
+        run.update(status="interrupted")
+        assert main(["--store", str(store.root), "resume", run.id]) == 2
+        assert "restart rather than resume" in capsys.readouterr().err

@@ -269,31 +269,27 @@ class ExperimentConfig:
 # dict <-> dataclass with validation
 
 
-# value ranges, checked after the types: key -> (low, high, low inclusive); None = unbounded. Every
-# number must also be finite. Out of range is a ConfigError before any work starts.
-_GE0, _GE1, _POS = (0, None, True), (1, None, True), (0, None, False)
-RANGES: dict[str, tuple] = {
-    "data.validation_fraction": (0, 1, True), "data.test_fraction": (0, 1, True), "data.max_train": _GE0,
-    "data.folds": _GE0, "data.fold": _GE0, "data.max_eval": _GE0, "encode.max_length": (8, None, True),
-    "model.num_layers": _GE0, "model.hidden_size": _GE0, "model.num_heads": _GE0,
-    "model.intermediate_size": _GE0, "model.dropout": (-1, 1, True), "model.head.hidden": _GE1,
-    "model.head.dropout": (0, 1, True), "train.epochs": _GE1, "train.max_steps": _GE0,
-    "train.batch_size": _GE1, "train.eval_batch_size": _GE1, "train.grad_accum": _GE1, "train.lr": _POS,
-    "train.weight_decay": _GE0, "train.layer_lr_decay": (0, 1, False), "train.head_lr": _GE0,
-    "train.warmup_ratio": (0, 1, True), "train.warmup_steps": _GE0, "train.max_grad_norm": _GE0,
-    "train.seed": _GE0, "train.threads": _GE0, "train.label_smoothing": (0, 1, True),
-    "train.freeze_layers": _GE0, "train.eval_every_steps": _GE0, "train.save_every_steps": _GE0,
-    "train.keep_checkpoints": _GE1, "train.early_stopping": _GE0, "pretrain.mask_rate": (0, 1, False),
-    "pretrain.pair_swap": (0, 1, True), "pretrain.heldout_fraction": (0, 1, True), "series.select": _GE0,
-    "series.pool": _GE1, "series.bins": (2, None, True), "series.cells": _GE1, "series.axes": _GE1,
-    "series.alphabet": (2, None, True), "series.segment": _GE1, "series.patch": _GE1,
-    "ranking.context_tokens": (4, None, True), "ranking.candidate_tokens": (2, None, True),
+# value ranges, checked after the types, as intervals: "[" / "]" include the bound, "(" / ")" do not.
+# Every number must also be finite. Out of range is a ConfigError before any work starts.
+_GE0, _GE1, _POS, _UNIT, _PROB = "[0, inf)", "[1, inf)", "(0, inf)", "[0, 1]", "[0, 1)"
+RANGES: dict[str, str] = {
+    "data.validation_fraction": _PROB, "data.test_fraction": _PROB, "data.max_train": _GE0, "data.folds": _GE0,
+    "data.fold": _GE0, "data.max_eval": _GE0, "encode.max_length": "[8, inf)", "model.num_layers": _GE0,
+    "model.hidden_size": _GE0, "model.num_heads": _GE0, "model.intermediate_size": _GE0,
+    "model.dropout": "[-1, 1)", "model.head.hidden": _GE1, "model.head.dropout": _PROB, "train.epochs": _GE1,
+    "train.max_steps": _GE0, "train.batch_size": _GE1, "train.eval_batch_size": _GE1, "train.grad_accum": _GE1,
+    "train.lr": _POS, "train.weight_decay": _GE0, "train.layer_lr_decay": "(0, 1]", "train.head_lr": _GE0,
+    "train.warmup_ratio": _UNIT, "train.warmup_steps": _GE0, "train.max_grad_norm": _GE0, "train.seed": _GE0,
+    "train.threads": _GE0, "train.label_smoothing": _PROB, "train.freeze_layers": _GE0,
+    "train.eval_every_steps": _GE0, "train.save_every_steps": _GE0, "train.keep_checkpoints": _GE1,
+    "train.early_stopping": _GE0, "pretrain.mask_rate": "(0, 1]", "pretrain.pair_swap": _UNIT,
+    "pretrain.heldout_fraction": _PROB, "series.select": _GE0, "series.pool": _GE1, "series.bins": "[2, inf)",
+    "series.cells": _GE1, "series.axes": _GE1, "series.alphabet": "[2, inf)", "series.segment": _GE1,
+    "series.patch": _GE1, "ranking.context_tokens": "[4, inf)", "ranking.candidate_tokens": "[2, inf)",
     "ranking.margin": _GE0, "ranking.scale": _POS, "ranking.k_train": _GE0, "ranking.top_k": _GE1,
-    "ranking.hard_negatives": _GE0, "compress.temperature": _POS, "compress.soft_weight": (0, 1, True),
+    "ranking.hard_negatives": _GE0, "compress.temperature": _POS, "compress.soft_weight": _UNIT,
     "compress.hidden_weight": _GE0, "compress.attention_weight": _GE0,
 }
-_HIGH_INCLUSIVE = {"data.validation_fraction": False, "data.test_fraction": False, "model.head.dropout": False,
-                   "train.label_smoothing": False, "pretrain.heldout_fraction": False, "model.dropout": False}
 
 
 def _check_range(key: str, value) -> None:
@@ -301,13 +297,12 @@ def _check_range(key: str, value) -> None:
         raise ConfigError(f"{key}: must be a finite number, got {value}")
     if key not in RANGES or not isinstance(value, (int, float)) or isinstance(value, bool):
         return
-    low, high, low_in = RANGES[key]
-    high_in = _HIGH_INCLUSIVE.get(key, True)
-    if (low is not None and (value < low or (value == low and not low_in))) or \
-            (high is not None and (value > high or (value == high and not high_in))):
-        lo = "" if low is None else f"{'>=' if low_in else '>'} {low:g}"
-        hi = "" if high is None else f"{'<=' if high_in else '<'} {high:g}"
-        raise ConfigError(f"{key}: {value!r} is out of range (must be {' and '.join(x for x in (lo, hi) if x)})")
+    spec = RANGES[key]
+    low, high = (float(x) for x in spec[1:-1].split(","))
+    above = value >= low if spec[0] == "[" else value > low
+    below = value <= high if spec[-1] == "]" else value < high
+    if not (above and below):
+        raise ConfigError(f"{key}: {value!r} is out of range {spec}")
 
 
 def _fields(cls) -> dict[str, dataclasses.Field]:

@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import re
 import math
 import tomllib
 import typing
@@ -251,6 +252,11 @@ class SeriesConfig:
 class ExperimentConfig:
     name: str = opt("experiment", "name of the run(s); shown by `encoderlab runs`")
     group: str = opt("", "group the run belongs to (sweeps set it)")
+    tracking: tuple[str, ...] = opt((), "also log params, per-epoch metrics and the final model to these "
+                                    "trackers (the run store stays the truth)", ("mlflow", "tensorboard"),
+                                    late=True)
+    tracking_uri: str = opt("", "MLflow tracking URI; empty = sqlite:///<store>/mlflow.db (artifacts in "
+                            "<store>/mlartifacts)", late=True)
     data: DataConfig = sub(DataConfig, "where the examples come from")
     encode: EncodeConfig = sub(EncodeConfig, "how examples become tokens")
     model: ModelConfig = sub(ModelConfig, "encoder, init and head")
@@ -359,10 +365,11 @@ def from_dict(cls, raw: dict, prefix: str = ""):
         for v in value if isinstance(value, tuple) else (value,):
             _check_range(dotted, v)
         choices = fields[key].metadata.get("choices")
-        if choices and value not in choices:
-            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(f"{dotted}: '{value}' is not one of {', '.join(choices)}{hint}")
+        for v in (value if isinstance(value, tuple) else (value,)) if choices else ():
+            if v not in choices:    # a list-valued key checks each of its items
+                close = difflib.get_close_matches(str(v), [str(c) for c in choices], n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                raise ConfigError(f"{dotted}: '{v}' is not one of {', '.join(choices)}{hint}")
         kwargs[key] = value
     return cls(**kwargs)
 
@@ -479,11 +486,12 @@ def _drop_late_defaults(cfg, d: dict) -> None:
 
 
 def config_hash(cfg: ExperimentConfig) -> str:
-    """Hash of everything that changes the result (not the name or group). Fields added later
+    """Hash of everything that changes the result (not the name, group or tracking). Fields added later
     count only when set, so the hash of a config that does not use them never changes."""
     d = to_dict(cfg)
     d.pop("name"), d.pop("group")
     _drop_late_defaults(cfg, d)
+    d.pop("tracking", None), d.pop("tracking_uri", None)   # where results are mirrored changes none
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -493,7 +501,10 @@ def to_toml(cfg: ExperimentConfig) -> str:
         if isinstance(v, bool):
             return "true" if v else "false"
         if isinstance(v, str):
-            return json.dumps(v)
+            # JSON escapes a character beyond U+FFFF as a surrogate pair, which TOML refuses
+            return re.sub(r"\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})",
+                          lambda m: "\\U%08X" % (0x10000 + ((int(m[1], 16) - 0xD800) << 10)
+                                                  + int(m[2], 16) - 0xDC00), json.dumps(v))
         if isinstance(v, (list, tuple)):
             return "[" + ", ".join(fmt(x) for x in v) + "]"
         return repr(v)

@@ -28,7 +28,7 @@ from encoderlab.faults import fault
 from encoderlab.models import classifier
 from encoderlab.store import atomic
 from encoderlab.store.runs import Run, RunStore, now
-from encoderlab.train import checkpoint
+from encoderlab.train import checkpoint, tracking
 from encoderlab.train.optim import make_optimizer, make_scheduler
 
 Callback = Callable[[dict], None]
@@ -216,7 +216,8 @@ def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
     else:
         run = resume
         state = reopen(run, s.model, opt, sched, state)
-    emit = emitter(run, callback)
+    track = tracking.Trackers(cfg, run, store.root) if cfg.tracking else None
+    emit = emitter(run, callback, track)
     ckpt_dir = run.dir / "checkpoints"
 
     def eval_and_save(epoch_float: float) -> bool:
@@ -323,7 +324,13 @@ def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
     except BaseException as e:
         run.update(status="failed", message=f"{type(e).__name__}: {e}"[:500])
         raise
-    return _finish(run, s, state, emit)
+    finally:
+        if track and run.status != "running":     # stopped: close the trackers' runs as such
+            track.finish(run, run.status)
+    run = _finish(run, s, state, emit)
+    if track:
+        track.finish(run, "completed")
+    return run
 
 
 def reopen(run: Run, model, opt, sched, state: dict) -> dict:
@@ -374,9 +381,11 @@ def _write_predictions(path: Path, split, logits: np.ndarray, names: list[str]) 
     atomic.write_text(path, df.to_csv(index=False))
 
 
-def emitter(run: Run, callback: Callback | None) -> Callback:
+def emitter(run: Run, callback: Callback | None, track: tracking.Trackers | None = None) -> Callback:
     def emit(event: dict) -> None:
         run.log(event)
+        if track:
+            track.log(event)
         if callback:
             callback(event)
     return emit

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 
 
@@ -17,6 +19,15 @@ def add_verbs(sub, _cmd) -> None:
     p.add_argument("--num-cpus", type=int, default=None,
                    help="ray, local Ray only: CPUs it may use (default: all cores)")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.choices["run"]
+    p.description = p.description.replace(
+        "\n\nSettings", "\n  encoderlab run exp.toml --nproc 2      (data-parallel: 2 processes, torchrun + gloo)"
+        "\n\nSettings", 1)
+    p.add_argument("--nproc", type=int, default=1,
+                   help="train this one run data-parallel in N processes on this machine (torch.distributed; "
+                        "global batch stays train.batch_size)")
+    p.set_defaults(func=cmd_run)
 
 
 def cmd_sweep(args):
@@ -51,3 +62,22 @@ def cmd_sweep(args):
     failed = [r for r in runs if r.status != "completed"]
     cli.console.print(f"sweep complete: {len(runs) - len(failed)} completed, {len(failed)} failed, in group "
                       f"'{group}'. Compare them: encoderlab compare --group {group}")
+
+
+def cmd_run(args):
+    from encoderlab import cli
+    if int(os.environ.get("RANK", "0")) > 0:        # a torch.distributed follower: train, write nothing
+        from encoderlab import config as C
+        from encoderlab.train.fit import fit
+        fit(C.load(args.file, args.overrides), cli._store(args), progress=False)
+        return
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from encoderlab.train.distributed import launch_command
+        argv = ["--store", str(args.store), "run", args.file, *args.overrides,
+                *(["--quiet"] if args.quiet else []), *(["--json"] if args.json else [])]
+        code = subprocess.call(launch_command(args.nproc, argv))
+        if code:
+            cli.err.print(f"[bold red]error:[/] the {args.nproc} training processes exited with status {code}")
+            sys.exit(code)
+        return
+    return cli.cmd_run(args)

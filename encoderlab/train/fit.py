@@ -28,7 +28,7 @@ from encoderlab.faults import fault
 from encoderlab.models import classifier
 from encoderlab.store import atomic
 from encoderlab.store.runs import Run, RunStore, now
-from encoderlab.train import checkpoint, tracking
+from encoderlab.train import checkpoint, distributed, tracking
 from encoderlab.train.optim import make_optimizer, make_scheduler
 
 Callback = Callable[[dict], None]
@@ -196,9 +196,13 @@ def sigterm_as_interrupt():
 def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
         callback: Callback | None = None, progress: bool = True) -> Run:
     """Train (or continue) one run; returns it completed, or raises after marking it."""
+    world = distributed.init()
     if resume is not None:
+        if world.size > 1:
+            raise StoreError("resume a run in one process (encoderlab resume), not under torch.distributed")
         cfg = resume.config()
     s = setup(cfg, store.root, resume.labels() if resume else None)
+    net = world.wrap(s.model)       # what the training step calls (DDP when several processes)
     tc = cfg.train
     opt = make_optimizer(s.model, tc)
     batches_per_epoch = math.ceil(len(s.enc["train"]) / tc.batch_size)
@@ -210,15 +214,24 @@ def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
 
     state = {"step": 0, "epoch": 0, "batch": 0, "best": None, "bad_evals": 0,
              "train": {"loss": 0.0, "correct": 0, "seen": 0, "tokens": 0, "seconds": 0.0}}
-    if resume is None:
+    if not world.lead:
+        run = distributed.Follower()
+    elif resume is None:
         run = store.create(cfg, s.data.label_names, task=s.data.task, data=_data_summary(s),
-                           model_source=s.model_source)
+                           model_source=s.model_source, **({"processes": world.size} if world.size > 1 else {}))
     else:
         run = resume
         state = reopen(run, s.model, opt, sched, state)
-    track = tracking.Trackers(cfg, run, store.root) if cfg.tracking else None
+    track = tracking.Trackers(cfg, run, store.root) if cfg.tracking and world.lead else None
     emit = emitter(run, callback, track)
-    ckpt_dir = run.dir / "checkpoints"
+    ckpt_dir = run.dir / "checkpoints" if world.lead else None
+
+    def save(keep: set[str] | None) -> None:
+        """Checkpoint (rank 0 only), then prune all but `keep` and the newest (None: no pruning)."""
+        if world.lead:
+            checkpoint.save(ckpt_dir, s.model, opt, sched, state)
+            if keep is not None:
+                checkpoint.prune(ckpt_dir, tc.keep_checkpoints, keep)
 
     def eval_and_save(epoch_float: float) -> bool:
         """Validate, checkpoint, track the best; True when early stopping says stop."""
@@ -235,13 +248,12 @@ def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
             state["bad_evals"] = 0
         else:
             state["bad_evals"] += 1
-        checkpoint.save(ckpt_dir, s.model, opt, sched, state)
-        checkpoint.prune(ckpt_dir, tc.keep_checkpoints, {f"step-{state['best']['step']}"})
+        save({f"step-{state['best']['step']}"})
         run.update(steps_done=state["step"], epochs_done=int(epoch_float),
                    best_metric=tc.metric, best_value=state["best"]["value"])
         return bool(tc.early_stopping) and state["bad_evals"] >= tc.early_stopping
 
-    bar = ProgressBar(progress, total, state["step"])
+    bar = ProgressBar(progress and world.lead, total, state["step"])
     s.model.train()
     try:
         with graceful_stop() as stop_asked, bar:
@@ -254,18 +266,21 @@ def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
                     group = batches[b:b + tc.grad_accum]
                     n_ex = sum(len(g) for g in group)
                     for idx in group:
+                        idx, n = world.part(idx)    # this process's slice (all of it in one process)
                         batch = {k: v.to(s.device) for k, v in s.enc["train"].batch(idx).items()}
                         with autocast(s.device, tc.precision):
-                            out = s.model(**batch)
-                        # weight each micro-batch by its share of the step's examples
+                            out = net(**batch)
+                        # weight each micro-batch by its share of the step's examples (x processes:
+                        # DDP averages the gradients of the slices)
                         loss = out["loss"].item()
                         if not math.isfinite(loss):
                             raise _Diverged(state["step"] + 1, loss)
-                        (out["loss"] * (len(idx) / n_ex)).backward()
-                        tr["loss"] += loss * len(idx)
-                        tr["correct"] += int((out["logits"].argmax(1) == batch["labels"]).sum())
-                        tr["seen"] += len(idx)
-                        tr["tokens"] += int(s.enc["train"].lengths[idx].sum())
+                        (out["loss"] * (n / n_ex * world.size)).backward()
+                        if n:
+                            tr["loss"] += loss * n
+                            tr["correct"] += int((out["logits"].argmax(1) == batch["labels"]).sum())
+                            tr["seen"] += n
+                            tr["tokens"] += int(s.enc["train"].lengths[idx].sum())
                     fault("step")
                     if tc.max_grad_norm:
                         norm = float(torch.nn.utils.clip_grad_norm_(s.model.parameters(), tc.max_grad_norm))
@@ -278,11 +293,12 @@ def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
                     # ~20 points of the running train loss per epoch: lets diagnostics see a loss
                     # that is flat from the start or spikes inside one epoch
                     if state["step"] % max(1, steps_per_epoch // 20) == 0:
+                        world.fold(tr)
                         tr.setdefault("curve", []).append([state["step"], tr["loss"] / max(tr["seen"], 1)])
                     bar.advance(epoch, tr["loss"] / max(tr["seen"], 1))
                     if stop_asked["n"]:
                         tr["seconds"] += time.perf_counter() - t0
-                        checkpoint.save(ckpt_dir, s.model, opt, sched, state)
+                        save(None)
                         raise KeyboardInterrupt
                     done = tc.max_steps and state["step"] >= tc.max_steps
                     if tc.eval_every_steps and state["step"] % tc.eval_every_steps == 0 and not done \
@@ -292,12 +308,11 @@ def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
                         if eval_and_save(epoch + state["batch"] / len(batches)):
                             raise _Stop
                     elif tc.save_every_steps and state["step"] % tc.save_every_steps == 0 and not done:
-                        checkpoint.save(ckpt_dir, s.model, opt, sched, state)
-                        checkpoint.prune(ckpt_dir, tc.keep_checkpoints,
-                                         {f"step-{state['best']['step']}"} if state["best"] else set())
+                        save({f"step-{state['best']['step']}"} if state["best"] else set())
                     if done:
                         break
                 tr["seconds"] += time.perf_counter() - t0
+                world.fold(tr)
                 frac = state["batch"] / len(batches)
                 emit({"split": "train", "step": state["step"], "epoch": epoch + frac,
                       "metrics": {"loss": tr["loss"] / max(tr["seen"], 1),
@@ -327,7 +342,11 @@ def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
     finally:
         if track and run.status != "running":     # stopped: close the trackers' runs as such
             track.finish(run, run.status)
+    if not world.lead:
+        world.close()
+        return run
     run = _finish(run, s, state, emit)
+    world.close()
     if track:
         track.finish(run, "completed")
     return run

@@ -50,6 +50,12 @@ class World:
         # unused parameters (word embeddings under series.scheme = "patch") must not stall the reduction
         return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
 
+    def fork_rng(self, seed: int) -> None:
+        """After the model is built (and DDP has broadcast rank 0's weights): give each rank its own
+        dropout stream, else equally shaped slices would get the same masks. One process: no-op."""
+        if self.size > 1:
+            torch.manual_seed(seed * 1009 + self.rank)
+
     def fold(self, counts: dict, keys: tuple[str, ...] = ("loss", "correct", "seen", "tokens")) -> None:
         """Sum running counts over ranks into rank 0's copy (others restart from 0), in place:
         afterwards rank 0's numbers are the global ones and later sums stay additive."""

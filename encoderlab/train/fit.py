@@ -203,6 +203,7 @@ def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
         cfg = resume.config()
     s = setup(cfg, store.root, resume.labels() if resume else None)
     net = world.wrap(s.model)       # what the training step calls (DDP when several processes)
+    world.fork_rng(cfg.train.seed)
     tc = cfg.train
     opt = make_optimizer(s.model, tc)
     batches_per_epoch = math.ceil(len(s.enc["train"]) / tc.batch_size)

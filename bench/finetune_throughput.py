@@ -526,7 +526,7 @@ def main(argv=None) -> int:
             f"- {header}\n- {versions}\n- settings: `{json.dumps(spec)}`, {total} optimizer steps per variant\n"
             f"- real tokens per epoch: {next(iter(results.values()))['real_tokens_per_epoch']:,}\n\n"
             f"{tab}\n\n" + "\n".join(f"- {line}" for line in rat) + "\n\n"
-            f"Columns are described in [../README.md](../README.md).\n")
+            "Columns are described in [../README.md](../README.md).\n")
         print(f"\nwrote {md}")
     return 0
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from encoderlab import config as C
 
 
 def _console():

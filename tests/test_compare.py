@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import io
-import itertools
 import json
 
 import numpy as np
@@ -16,6 +15,7 @@ import torch
 from scipy import stats
 
 from conftest import TINY_MODEL_TOML, tiny_config, two_class_data_toml
+from test_stats import brute_force_p
 from encoderlab import sweep as S
 from encoderlab.analysis import compare as X
 from encoderlab.analysis import render as R
@@ -103,7 +103,7 @@ def test_config_table_one_row_per_configuration(sweep_store):
     assert f1["val_mean"] == pytest.approx(np.mean(best), abs=1e-12)
 
 
-def test_paired_matches_scipy_and_brute_force_permutation(sweep_store):
+def test_paired_matches_scipy_andbrute_force_permutation(sweep_store):
     runs = X.select(sweep_store, group="cmp")
     a, b = X.split_by(runs, "train.lr", ["0.003", 3e-4])           # CLI strings match typed values
     assert len(a) == len(b) == 3
@@ -124,7 +124,7 @@ def test_paired_matches_scipy_and_brute_force_permutation(sweep_store):
         assert res.t == pytest.approx(ref.statistic) and res.p_t == pytest.approx(ref.pvalue)
         lo, hi = stats.t.interval(0.95, 2, loc=d.mean(), scale=d.std(ddof=1) / np.sqrt(3))
         assert (res.ci_low, res.ci_high) == (pytest.approx(lo), pytest.approx(hi))
-    assert res.p_perm == pytest.approx(_brute_force_p(d))
+    assert res.p_perm == pytest.approx(brute_force_p(d))
     names = [t["test"] for t in res.tests]
     assert names[0].startswith("paired t-test") and "exact" in names[1] and "2^3" in names[1]
     assert any("smallest possible permutation p-value is 0.25" in w for w in res.warnings)
@@ -280,79 +280,6 @@ def test_config_table_with_unfinished_runs(store, tmp_path):
     assert [r.id for r in X.select(store, ids=done[::-1])] == done[::-1]          # order as given
     assert [r.id for r in X.select(store, ids=stopped)] == []                     # not completed
     assert [r.id for r in X.select(store, ids=stopped, status="interrupted")] == stopped
-
-
-# ---------------------------------------------------------------------------------------------
-# statistics with hand-made numbers
-
-
-def _brute_force_p(d) -> float:
-    obs = abs(sum(d))
-    hits = sum(abs(sum(s * x for s, x in zip(signs, d))) >= obs - 1e-12
-               for signs in itertools.product((1, -1), repeat=len(d)))
-    return hits / 2 ** len(d)
-
-
-def test_paired_stats_regular_case():
-    a = [0.70, 0.72, 0.69, 0.75, 0.71]
-    b = [0.74, 0.73, 0.75, 0.78, 0.70]
-    r = X.paired_stats(a, b)
-    ref = stats.ttest_rel(b, a)
-    assert r["t"] == pytest.approx(ref.statistic) and r["p_t"] == pytest.approx(ref.pvalue) and r["df"] == 4
-    ci = ref.confidence_interval(0.95)
-    assert (r["ci_low"], r["ci_high"]) == (pytest.approx(ci.low), pytest.approx(ci.high))
-    assert r["p_perm"] == pytest.approx(_brute_force_p(np.subtract(b, a)))
-    assert r["p_perm"] == pytest.approx(6 / 32)                     # ties count as extreme
-    assert not any("pairs" in w and "too few" in w for w in r["warnings"])
-
-
-def test_paired_stats_single_pair():
-    r = X.paired_stats([0.5], [0.7])
-    assert r["n"] == 1 and r["diff_mean"] == pytest.approx(0.2)
-    assert r["std_a"] is None and r["diff_std"] is None
-    assert r["ci_low"] is None and r["t"] is None and r["p_t"] is None
-    assert r["p_perm"] == 1.0                                       # +d and -d: both as extreme
-    assert any("only 1 pair" in w for w in r["warnings"])
-
-
-def test_paired_stats_all_differences_zero():
-    r = X.paired_stats([0.6, 0.7, 0.8, 0.9], [0.6, 0.7, 0.8, 0.9])
-    assert r["diff_mean"] == 0.0 and r["diff_std"] == 0.0
-    assert r["t"] == 0.0 and r["p_t"] == 1.0 and r["p_perm"] == 1.0
-    assert (r["ci_low"], r["ci_high"]) == (0.0, 0.0)
-    assert any("all differences are zero" in w for w in r["warnings"])
-
-
-def test_paired_stats_constant_nonzero_difference():
-    r = X.paired_stats([0.5, 0.6, 0.7], [0.6, 0.7, 0.8])
-    assert r["t"] == np.inf and r["p_t"] == 0.0
-    assert r["ci_low"] == pytest.approx(0.1) and r["ci_high"] == pytest.approx(0.1)
-    assert r["p_perm"] == pytest.approx(2 / 8)
-    assert any("degenerate" in w for w in r["warnings"])
-
-
-def test_sign_flip_exact_and_random():
-    rng = np.random.default_rng(3)
-    d = rng.normal(0.02, 0.03, 10)
-    exact = X.sign_flip_test(d)
-    assert exact["method"] == "exact" and exact["patterns"] == 1024
-    assert exact["p_value"] == pytest.approx(_brute_force_p(d))
-    big = rng.normal(0.01, 0.03, 18)
-    mc = X.sign_flip_test(big)
-    assert mc["method"] == "monte-carlo" and "20000 random sign patterns, seed 0" in mc["test"]
-    assert mc["p_value"] == X.sign_flip_test(big)["p_value"]       # fixed seed: reproducible
-    exact18 = X.sign_flip_test(big, max_exact=18)["p_value"]
-    assert abs(mc["p_value"] - exact18) < 0.02
-    assert X.sign_flip_test([])["p_value"] is None
-
-
-def test_mean_std_and_format():
-    assert X.mean_std([]) == (None, None, 0)
-    assert X.mean_std([0.5, None]) == (0.5, None, 1)
-    m, s, n = X.mean_std([0.1, 0.2, 0.4])
-    assert (m, s, n) == (pytest.approx(np.mean([.1, .2, .4])), pytest.approx(np.std([.1, .2, .4], ddof=1)), 3)
-    assert X.fmt_pm(0.81234, 0.0101) == "0.8123 ± 0.0101"
-    assert X.fmt_pm(0.5, None) == "0.5000" and X.fmt_pm(None, None) is None
 
 
 def test_short_names():

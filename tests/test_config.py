@@ -217,7 +217,7 @@ def test_missing_file():
 def test_relative_data_paths_resolve_against_the_file_folder(tmp_path, monkeypatch):
     folder = tmp_path / "exps"
     folder.mkdir()
-    f = write(folder / "exp.toml", """
+    write(folder / "exp.toml", """
 [data]
 source = "data/train.csv"
 validation = "../shared/val.csv"

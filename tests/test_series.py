@@ -222,7 +222,6 @@ def test_patches_series_variable_length_and_images():
     enc = series.encode(st, d, tok, 512)
     assert enc.feats[0].shape == (4, 16)
     np.testing.assert_allclose(enc.feats[0][1], d.series[0][0, 0:4, 4:8].reshape(-1))   # raster patch order
-    from encoderlab.encode.text import collate
     b = enc.batch(np.arange(3))
     assert b["patches"].shape == (3, 6, 16) and b["patch_mask"][:, 1:5].all() and not b["patch_mask"][:, [0, 5]].any()
 

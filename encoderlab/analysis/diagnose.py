@@ -20,7 +20,6 @@ import json
 import math
 import statistics
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from encoderlab import config as C
 from encoderlab.store import atomic

@@ -8,7 +8,8 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from encoderlab.analysis.compare import PM, Table, _facts, config_table, fmt_pm, mean_std
+from encoderlab.analysis.compare import Table, _facts, config_table
+from encoderlab.analysis.stats import PM, fmt_pm, mean_std
 from encoderlab.store.runs import Run
 
 

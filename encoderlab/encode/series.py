@@ -28,6 +28,7 @@ from scipy.stats import norm
 
 from encoderlab.config import SeriesConfig
 from encoderlab.data.dataset import Split
+from encoderlab.encode.text import Encoded
 from encoderlab.errors import ConfigError, DataError
 
 

@@ -150,7 +150,7 @@ def _train_step_batch(s: BiSetup, idx: np.ndarray, rng: np.random.Generator) -> 
 
 def fit_bi(cfg: C.ExperimentConfig, store: RunStore, progress: bool = True, callback=None) -> Run:
     s = setup(cfg, store.root)
-    cfg, tc = s.cfg, s.cfg.train
+    cfg = s.cfg
     if s.data.candidates == "dictionary":   # dictionary row -> position among the tokenized entries
         s.dict_pos = {int(r): p for p, r in enumerate(s.dict_rows)}
         doms = np.asarray(s.data.dictionary.domains)[s.dict_rows]

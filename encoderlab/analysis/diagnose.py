@@ -726,21 +726,10 @@ def load_or_compute(run: Run) -> list[Finding]:
 # -- groups of runs ----------------------------------------------------------------------------
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flat(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def config_key(run: Run) -> str:
     """The resolved config as canonical JSON, without the keys that do not change what is trained
     (IGNORED_KEYS: name, group, seed, fold, threads, device): runs with equal keys are repeats."""
-    flat = _flat(C.to_dict(run.config()))
+    flat = C.flatten(C.to_dict(run.config()))
     for k in IGNORED_KEYS:
         flat.pop(k, None)
     return json.dumps(flat, sort_keys=True, default=str)

@@ -1,7 +1,9 @@
 """Hostile and malformed input, generated: every reader (csv, tsv, jsonl, parquet, npz/npy, ranking
 jsonl) and the config loader either accept the input or raise an EncoderlabError (DataError /
 ConfigError) that names the file — never any other exception, never a crash inside torch.
-Accepted text data is also tokenized, where long or odd text would surface."""
+Accepted text data is also tokenized, where long or odd text would surface. Also the long forms
+(ranking csv with a group column, series with one row per time step), dictionary files and the
+input of `predict` on a trained run."""
 
 from __future__ import annotations
 
@@ -242,3 +244,127 @@ def test_unknown_key_and_wrong_type_name_the_key():
         C.from_dict(C.ExperimentConfig, {"train": {"lrr": 1e-4}})
     with pytest.raises(ConfigError, match=r"train\.batch_size: expected integer"):
         C.from_dict(C.ExperimentConfig, {"train": {"batch_size": "32"}})
+
+
+# ---------------------------------------------------------------------------------------------
+# the long forms, dictionaries and predict inputs
+
+LONG_RANK_COLUMNS = st.lists(st.sampled_from(["group", "context", "candidate", "label", "domain", "mention"]),
+                             min_size=0, max_size=6, unique=True)
+
+
+@FUZZ
+@given(columns=LONG_RANK_COLUMNS, rows=st.lists(st.lists(TEXT | st.sampled_from(["0", "1", "g1", "g2"]),
+                                                         min_size=6, max_size=6), max_size=10),
+       sep=st.sampled_from([",", "\t"]))
+@example(columns=["group", "context", "candidate", "label"],
+         rows=[["g1", "a bank by the river", "sloping land", "1", "", ""],
+               ["g1", "a bank by the river", "a financial institution", "0", "", ""],
+               ["g2", "deposit it at the bank", "sloping land", "0", "", ""],
+               ["g2", "deposit it at the bank", "a financial institution", "1", "", ""]], sep=",")
+def test_ranking_long_csv_files(columns, rows, sep):
+    from encoderlab.data.ranking import read_split
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / ("train.csv" if sep == "," else "train.tsv")
+        path.write_bytes(_rows_to_csv([columns] + [r[:len(columns)] for r in rows], sep))
+        split = _expect_clean(lambda: read_split(str(path), "auto", C.RankingConfig(), None, "train"), path)
+        if split is not None and split.candidates is not None:
+            for labels, cands in zip(split.labels, split.candidates):
+                assert 0 <= labels < len(cands)
+        if columns == ["group", "context", "candidate", "label"] and len(rows) == 4:
+            assert split is not None and split.labels.tolist() == [0, 1]
+
+
+DICT_ROW = st.fixed_dictionaries({"id": VALUE, "title": VALUE, "description": VALUE, "domain": VALUE}) | \
+    st.dictionaries(st.sampled_from(["id", "title", "description", "domain", "extra"]), VALUE, max_size=5)
+
+
+@FUZZ
+@given(rows=st.lists(DICT_ROW, max_size=8), fmt=st.sampled_from(["jsonl", "csv"]))
+@example(rows=[{"id": "e1", "title": "bank", "description": "sloping land", "domain": "geo"},
+               {"id": "e2", "title": "bank", "description": "a financial institution", "domain": "money"}],
+         fmt="csv")
+def test_dictionary_files(rows, fmt):
+    from encoderlab.data.ranking import read_dictionary
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"dictionary.{fmt}"
+        if fmt == "jsonl":
+            path.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+        else:
+            try:
+                pd.DataFrame(rows).to_csv(path, index=False)
+            except Exception:          # noqa: BLE001 - pandas cannot write this mix: not our input
+                return
+        d = _expect_clean(lambda: read_dictionary(str(path)), path)
+        if d is not None:
+            assert len(set(d.ids)) == len(d.ids) == len(d.descriptions) and all(t.strip() for t in d.descriptions)
+        if len(rows) == 2 and rows[0].get("id") == "e1":
+            assert d is not None and d.text(1) == "bank: a financial institution"
+
+
+N_LONG = 60    # rows: the accepted example has 20 series of 3 steps
+
+
+@FUZZ
+@given(ids=st.lists(st.sampled_from(["a", "b", "c", ""]) | st.integers(0, 3), min_size=0, max_size=N_LONG),
+       values=st.lists(st.floats(allow_nan=True, allow_infinity=True) | st.integers(-9, 9) | TEXT,
+                       min_size=N_LONG, max_size=N_LONG),
+       times=st.lists(st.integers(-3, 3) | st.floats(allow_nan=True) | st.none(), min_size=N_LONG, max_size=N_LONG),
+       labels=st.lists(st.sampled_from(["up", "down"]) | VALUE, min_size=N_LONG, max_size=N_LONG),
+       with_time=st.booleans(), nan=st.sampled_from(["error", "interpolate", "zero"]))
+@example(ids=[f"e{i // 3}" for i in range(N_LONG)], values=[float(i % 7) for i in range(N_LONG)],
+         times=[i % 3 for i in range(N_LONG)], labels=[("up", "down")[i // 3 % 2] for i in range(N_LONG)],
+         with_time=True, nan="error")
+def test_series_long_csv_files(ids, values, times, labels, with_time, nan):
+    n = len(ids)
+    frame = {"id": ids, "x": values[:n], "label": labels[:n], **({"t": times[:n]} if with_time else {})}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "train.csv"
+        try:
+            pd.DataFrame(frame).to_csv(path, index=False)
+        except Exception:              # noqa: BLE001
+            return
+        cfg = C.from_dict(C.DataConfig, {"source": str(path), "task": "sequence", "id_column": "id",
+                                         "label": "label", "nan": nan,
+                                         **({"time_column": "t"} if with_time else {})})
+        data = _expect_clean(lambda: load_data(cfg)[0], path)
+        if data is not None:
+            for split in (data.train, data.validation, data.test):
+                assert all(np.isfinite(np.asarray(a, dtype=float)).all() for a in split.series)
+        if ids == [f"e{i // 3}" for i in range(N_LONG)] and nan == "error":
+            assert data is not None and sum(len(sp.series) for sp in (data.train, data.validation, data.test)) == 20
+
+
+@pytest.fixture(scope="module")
+def tiny_run(two_class_csv, tmp_path_factory):
+    from conftest import tiny_config
+
+    from encoderlab.store.runs import RunStore
+    from encoderlab.train.fit import fit
+    store = RunStore(tmp_path_factory.mktemp("fuzz-predict") / "runs")
+    run = fit(tiny_config(two_class_csv, name="fuzz", **{"train.epochs": 1}), store, progress=False)
+    yield run
+    store.close()
+
+
+PREDICT_OK = [["a small dog", "noun.animal"], ["a hammer", "noun.artifact"]]
+
+
+@settings(max_examples=max(10, FUZZ.max_examples // 3), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.function_scoped_fixture])
+@given(header=st.sampled_from([["gloss", "category"], ["gloss"], ["category", "gloss"], ["text"], []]),
+       rows=CSV_ROWS, raw=st.none() | st.binary(max_size=300))
+@example(header=["gloss", "category"], rows=PREDICT_OK, raw=None)
+def test_predict_inputs(tiny_run, header, rows, raw):
+    from encoderlab.predict import predict
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "new.csv"
+        path.write_bytes(raw if raw is not None else _rows_to_csv([header] + rows, ","))
+        out = _expect_clean(lambda: predict(tiny_run, str(path), device="cpu"), path)
+        if out is not None:
+            df, scores = out
+            assert "predicted" in df.columns and len(df) == len(pd.read_csv(path, keep_default_na=False)) \
+                or raw is not None
+        if header == ["gloss", "category"] and rows == PREDICT_OK and raw is None:
+            assert out is not None and out[1]["accuracy"] in (0.0, 0.5, 1.0)

@@ -284,12 +284,18 @@ def main() -> None:
         write_jsonl_gz(args.out / "wordnet-senses" / f"{sp}.jsonl.gz", rows)
     write_jsonl_gz(args.out / "wordnet-linking" / "dictionary.jsonl.gz", dictionary)
     for name in WR.MANIFEST:
-        manifest[name] = {**WR.MANIFEST[name], "splits": {sp: f"wordnet-senses/{sp}.jsonl.gz" for sp in SPLITS},
-                          "sizes": {sp: len(rows) for sp, rows in senses.items()},
+        train = "train-full" if name == "wordnet-senses-full" else "train"
+        manifest[name] = {**WR.MANIFEST[name],
+                          "splits": {sp: f"wordnet-senses/{train if sp == 'train' else sp}.jsonl.gz" for sp in SPLITS},
+                          "sizes": {sp: len(senses[train if sp == "train" else sp]) for sp in SPLITS},
                           "license": "LICENSE-WordNet.txt"}
     manifest["wordnet-linking"]["dictionary"] = "wordnet-linking/dictionary.jsonl.gz"
     print("wordnet-senses", {sp: len(rows) for sp, rows in senses.items()}, "dictionary", len(dictionary))
-    (args.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    # other builtins (scripts/derive_series.py) keep their entries
+    path = args.out / "manifest.json"
+    merged = json.loads(path.read_text()) if path.exists() else {}
+    merged.update(manifest)
+    path.write_text(json.dumps(merged, indent=2) + "\n")
     (args.out / "README.md").write_text(README.format(
         min_class=LEXNAME_MIN_CLASS, min_per_split=LEXNAME_MIN_PER_SPLIT,
         max_per_word=USAGE_MAX_PER_WORD, lexname=summary(datasets["wordnet-lexname"]),

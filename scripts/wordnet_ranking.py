@@ -113,7 +113,8 @@ def build_ranking(synsets: list[dict], wndir, pos_files: dict, word_forms, rng: 
             rows += rows_d[:SENSES_SIZES[sp] // len(domains)] if sp != "train" else rows_d
         if sp == "train":
             rng.shuffle(rows)
-            rows = rows[:SENSES_SIZES[sp]]
+            out["train-full"] = rows        # every training context: builtin wordnet-senses-full
+            rows = rows[:SENSES_SIZES[sp]]  # a prefix of it
         out[sp] = rows
     dictionary = [{"id": s["id"], "title": title(s), "description": s["definition"],
                    "domain": DOMAIN_OF[s["lexname"]]} for s in synsets]
@@ -126,7 +127,7 @@ def ranking_summary(splits: dict[str, list[dict]], dictionary: list[dict]) -> st
     lines = ["| split | domain | contexts | mean K | max K | first-listed = gold | dictionary entries |",
              "|---|---|---|---|---|---|---|"]
     for sp, rows in splits.items():
-        for d in SPLIT_DOMAINS[sp]:
+        for d in SPLIT_DOMAINS.get(sp, ()):
             ks = [len(r["candidates"]) for r in rows if r["domain"] == d]
             first = sum(r["label"] == 0 for r in rows if r["domain"] == d)
             if ks:
@@ -150,6 +151,10 @@ are held out: train on {train}, validate on {validation}, test on {test} (zero-s
 
 Domains: {domains}.
 
+`wordnet-senses-full` has the same validation and test files and every training context of the
+training domains ({n_full:,}, `train-full.jsonl.gz`); the {n_train:,} of `wordnet-senses` are the
+first of them.
+
 ## wordnet-linking (ranking against a dictionary)
 
 The same contexts (the wordnet-senses split files), linked by `gold` against `dictionary.jsonl.gz`:
@@ -162,6 +167,7 @@ every synset of WordNet as `id`, `title` (its words), `description` (its definit
 def readme(splits, dictionary) -> str:
     return README.format(
         max_per_word=SENSES_MAX_PER_WORD, table=ranking_summary(splits, dictionary),
+        n_full=len(splits["train-full"]), n_train=len(splits["train"]),
         train=", ".join(SPLIT_DOMAINS["train"]), validation=", ".join(SPLIT_DOMAINS["validation"]),
         test=", ".join(SPLIT_DOMAINS["test"]),
         domains="; ".join(f"`{d}` = {lexes.replace(' ', ', ')}" for d, lexes in DOMAINS.items()))
@@ -171,6 +177,9 @@ MANIFEST = {
     "wordnet-senses": {"task": "ranking", "text": "context", "label": "label", "description":
                        "WordNet 3.0 usage example with its word marked -> the right one of the "
                        "word's sense definitions (all parts of speech); domains held out"},
+    "wordnet-senses-full": {"task": "ranking", "text": "context", "label": "label", "description":
+                            "wordnet-senses with every training context of its training domains (the "
+                            "4,000 of wordnet-senses are the first of them); same validation and test"},
     "wordnet-linking": {"task": "ranking", "text": "context", "label": "gold", "description":
                         "the wordnet-senses contexts linked against all synsets of their domain "
                         "(entity-linking style dictionary)"}}

@@ -254,8 +254,8 @@ def load_ranking(dc: DataConfig, rc: RankingConfig) -> RankData:
     if dc.source.startswith("builtin:"):
         spec = builtin.get(dc.source.removeprefix("builtin:"))
         if spec.task != "ranking":
-            raise DataError(f"{dc.source} is a {spec.task} dataset; ranking needs builtin:wordnet-senses "
-                            "or builtin:wordnet-linking", field="data.source")
+            raise DataError(f"{dc.source} is a {spec.task} dataset; ranking needs builtin:wordnet-senses, "
+                            "builtin:wordnet-senses-full or builtin:wordnet-linking", field="data.source")
         files = {k: files[k] if files[k] and k != "train" else str(spec.files[k]) for k in files}
         dict_path = dict_path or (str(spec.dictionary) if spec.dictionary else "")
     for k in ("validation", "test"):

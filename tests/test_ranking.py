@@ -78,6 +78,20 @@ def test_jsonl_variable_k_and_builtin(senses_files):
     assert {d for d in full.test.domains}.isdisjoint(full.train.domains)   # held-out domains
 
 
+
+def test_senses_full_extends_senses():
+    """wordnet-senses-full: every training context; the 4,000 of wordnet-senses are its first ones,
+    validation and test are the same files."""
+    small, full = builtin.get("wordnet-senses"), builtin.get("wordnet-senses-full")
+    assert small.files["validation"] == full.files["validation"] and small.files["test"] == full.files["test"]
+    with gzip.open(small.files["train"], "rt", encoding="utf-8") as a, \
+            gzip.open(full.files["train"], "rt", encoding="utf-8") as b:
+        head, rest = a.read().splitlines(), b.read().splitlines()
+    assert len(rest) > 4 * len(head) and rest[:len(head)] == head
+    data = load_ranking(C.DataConfig(source="builtin:wordnet-senses-full", max_train=8000), C.RankingConfig())
+    assert len(data.train) == 8000 and set(data.train.domains) == {json.loads(x)["domain"] for x in rest}
+
+
 def test_long_csv_and_errors(tmp_path):
     rows = [{"group": "q1", "context": "Where do fish live?", "candidate": c, "label": int(c == "water"),
              "domain": "nature"} for c in ("water", "trees", "sky")]

@@ -297,82 +297,6 @@ def cmd_sweep(args):
                   f"Compare them: encoderlab compare --group {points[0].cfg.group}")
 
 
-def _select(args, status="completed"):
-    from encoderlab.analysis import compare as CMP
-    from encoderlab.errors import StoreError
-    runs = CMP.select(_store(args), group=args.group, ids=args.runs or None, name=args.name,
-                      status=args.status or status)
-    for cond in getattr(args, "where", None) or []:
-        key, value = C.parse_override(cond)
-        runs = CMP.split_by(runs, key, [value])[0] if runs else runs
-    if not runs:
-        raise StoreError("no runs match; see `encoderlab runs` (only completed runs are compared "
-                         "unless --status any)")
-    return runs
-
-
-def _emit(table, fmt):
-    """A compare Table: rich table for people, markdown/csv/json for machines; then its notes."""
-    if fmt == "table":
-        table.print(console)
-    else:
-        print(table.render(fmt), end="" if fmt in ("csv", "json") else "\n")
-    if fmt in ("table", "markdown"):
-        if getattr(table, "fixed", None):
-            from encoderlab.analysis.compare import fixed_rows
-            rows = fixed_rows(table.fixed)
-            if rows:
-                console.print("same in all: " + ", ".join(f"{r['key']}={r['value']}" for r in rows), markup=False)
-        for w in getattr(table, "warnings", []):
-            console.print(f"[yellow]note:[/] {escape(w)}")
-
-
-def cmd_compare(args):
-    from encoderlab.analysis import compare as CMP
-    runs = _select(args)
-    if args.paired:
-        key, a, b = args.paired
-        side_a, side_b = CMP.split_by(runs, key, [a, b])
-        result = CMP.paired(side_a, side_b, metric=args.metric, split=args.split)
-        if args.format == "json":
-            print(json.dumps(result.to_dict(), indent=2, default=str))
-            return
-        for t in (result.summary_table(), result.tests_table(), result.pairs_table()):
-            _emit(t, args.format)
-        if result.unmatched:
-            _emit(result.unmatched_table(), args.format)
-        for w in result.warnings:
-            console.print(f"[yellow]note:[/] {escape(w)}")
-        return
-    if args.epochs:
-        table = CMP.epochs_side_by_side(runs)
-    elif args.checkpoints:
-        for run in runs:
-            _emit(CMP.checkpoint_table(run), args.format)
-        return
-    elif args.by_dataset:
-        table = CMP.dataset_table(runs, metric=args.metric, split=args.split)
-    else:
-        table = CMP.config_table(runs, metric=args.metric)
-    _emit(table, args.format)
-
-
-def cmd_diagnose(args):
-    from encoderlab.analysis import diagnose
-    runs = _select(args, status="any")
-    if args.format == "json":
-        out = {r.id: [f.to_dict() for f in diagnose.load_or_compute(r)] for r in runs}
-        out["(group)"] = [f.to_dict() for f in diagnose.diagnose_group(runs)]
-        print(json.dumps(out, indent=2))
-        return
-    for run in runs:
-        console.rule(f"{run.id} ({run.status})")
-        print_findings(diagnose.load_or_compute(run), show_info=args.all)
-    if len(runs) > 1:
-        console.rule("across runs")
-        print_findings(diagnose.diagnose_group(runs), show_info=args.all)
-
-
 def cmd_eval(args):
     from encoderlab.evaluate import eval_checkpoints
     run = _store(args).get(args.run)
@@ -398,27 +322,6 @@ def cmd_lrfind(args):
     console.print(result.summary(), markup=False)
     console.print(f"plot: {png_path}   data: {json_path}")
     console.print(f"use it: encoderlab run {args.file} train.lr={result.suggested:.2g}")
-
-
-def cmd_report(args):
-    from encoderlab.analysis import report as REP
-    runs = _select(args, status="any")
-    out = Path(args.output)
-    title = args.title or (f"encoderlab report: {args.group}" if args.group else "encoderlab report")
-    if out.suffix.lower() in (".md", ".markdown"):
-        REP.write_markdown(runs, out, title)
-    else:
-        REP.write_html(runs, out, title)
-    console.print(f"wrote {out} ({len(runs)} runs)")
-
-
-def _selection_flags(p):
-    p.add_argument("runs", nargs="*", help="run ids (or unique prefixes/suffixes); default: all matching")
-    p.add_argument("--group", help="runs of this group (pattern, * wildcard), e.g. a sweep")
-    p.add_argument("--name", help="runs whose name matches (pattern, * wildcard)")
-    p.add_argument("--status", help="only runs with this status (default: completed; 'any' for all)")
-    p.add_argument("--where", action="append", metavar="KEY=VALUE",
-                   help="only runs whose config has KEY=VALUE (repeatable), e.g. --where train.lr=1e-3")
 
 
 def cmd_runs(args):
@@ -609,25 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no per-run progress bars")
     _fmt_flag(p)
 
-    p = _cmd(sub, "compare", cmd_compare,
-             "compare runs: mean ± std per configuration, datasets, epochs, checkpoints, paired tests",
-             "encoderlab compare --group pre-vs-npre --paired model.init pretrained random")
-    _selection_flags(p)
-    p.add_argument("--metric", default="accuracy", choices=["accuracy", "macro_f1", "loss"])
-    p.add_argument("--split", default="test", help="split of the score compared (default test)")
-    p.add_argument("--by-dataset", action="store_true", help="configurations x datasets with a mean column")
-    p.add_argument("--epochs", action="store_true", help="per-epoch metrics of the runs side by side")
-    p.add_argument("--checkpoints", action="store_true", help="metrics at each saved checkpoint, per run")
-    p.add_argument("--paired", nargs=3, metavar=("KEY", "A", "B"),
-                   help="paired comparison of KEY=A vs KEY=B over matched seeds/folds")
-    p.add_argument("--format", choices=["table", "markdown", "csv", "json"], default="table")
-
-    p = _cmd(sub, "diagnose", cmd_diagnose, "name what went wrong in runs (collapse, no learning, LR too "
-             "high, overfitting, padding waste, seed variance ...) with evidence and a fix",
-             "encoderlab diagnose --group pre-vs-npre")
-    _selection_flags(p)
-    p.add_argument("--all", action="store_true", help="also informational findings")
-    p.add_argument("--format", choices=["table", "json"], default="table")
+    from encoderlab import cli_analysis     # compare, diagnose, report
+    cli_analysis.add_verbs(sub, _cmd)
 
     p = _cmd(sub, "eval", cmd_eval, "re-evaluate stored checkpoints of a run on a split; results join the store",
              "encoderlab eval last --checkpoints all --split test")
@@ -645,12 +531,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end", type=float, default=1.0, help="last learning rate (stops earlier on divergence)")
     p.add_argument("--steps", type=int, default=100, help="optimizer steps")
     p.add_argument("--out", help="folder for lrfind.json and lrfind.png (default ./lrfind-<name>)")
-
-    p = _cmd(sub, "report", cmd_report, "write a self-contained HTML (or Markdown) report of runs",
-             "encoderlab report --group pre-vs-npre -o report.html")
-    _selection_flags(p)
-    p.add_argument("-o", "--output", required=True, help="report.html, or report.md for Markdown + PNGs")
-    p.add_argument("--title", help="report title")
 
     p = _cmd(sub, "pretrain", cmd_pretrain, "pretrain an encoder with masked language modelling "
              "(+ NSP / SOP) on your corpus; the run's model fine-tunes as model.path = \"run:ID\"",

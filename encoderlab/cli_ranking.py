@@ -48,7 +48,7 @@ def cmd_rank(args):
 def cmd_rank_table(args):
     from encoderlab.analysis import compare as CMP
     from encoderlab.analysis import ranking as AR
-    from encoderlab.cli import _emit
+    from encoderlab.cli_analysis import emit as _emit
     runs = CMP.select(_store(args), group=args.group, ids=args.runs or None, name=args.name)
     if not runs:
         from encoderlab.errors import StoreError

@@ -1,0 +1,135 @@
+"""CLI verbs that read the run store and compare runs: `compare`, `diagnose`, `report`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.markup import escape
+
+from encoderlab import config as C
+from encoderlab.cli import _store, console, print_findings
+
+
+def select(args, status="completed"):
+    from encoderlab.analysis import compare as CMP
+    from encoderlab.errors import StoreError
+    runs = CMP.select(_store(args), group=args.group, ids=args.runs or None, name=args.name,
+                      status=args.status or status)
+    for cond in getattr(args, "where", None) or []:
+        key, value = C.parse_override(cond)
+        runs = CMP.split_by(runs, key, [value])[0] if runs else runs
+    if not runs:
+        raise StoreError("no runs match; see `encoderlab runs` (only completed runs are compared "
+                         "unless --status any)")
+    return runs
+
+
+def emit(table, fmt):
+    """A compare Table: rich table for people, markdown/csv/json for machines; then its notes."""
+    if fmt == "table":
+        table.print(console)
+    else:
+        print(table.render(fmt), end="" if fmt in ("csv", "json") else "\n")
+    if fmt in ("table", "markdown"):
+        if getattr(table, "fixed", None):
+            from encoderlab.analysis.compare import fixed_rows
+            rows = fixed_rows(table.fixed)
+            if rows:
+                console.print("same in all: " + ", ".join(f"{r['key']}={r['value']}" for r in rows), markup=False)
+        for w in getattr(table, "warnings", []):
+            console.print(f"[yellow]note:[/] {escape(w)}")
+
+
+def cmd_compare(args):
+    from encoderlab.analysis import compare as CMP
+    runs = select(args)
+    if args.paired:
+        key, a, b = args.paired
+        side_a, side_b = CMP.split_by(runs, key, [a, b])
+        result = CMP.paired(side_a, side_b, metric=args.metric, split=args.split)
+        if args.format == "json":
+            print(json.dumps(result.to_dict(), indent=2, default=str))
+            return
+        for t in (result.summary_table(), result.tests_table(), result.pairs_table()):
+            emit(t, args.format)
+        if result.unmatched:
+            emit(result.unmatched_table(), args.format)
+        for w in result.warnings:
+            console.print(f"[yellow]note:[/] {escape(w)}")
+        return
+    if args.epochs:
+        table = CMP.epochs_side_by_side(runs)
+    elif args.checkpoints:
+        for run in runs:
+            emit(CMP.checkpoint_table(run), args.format)
+        return
+    elif args.by_dataset:
+        table = CMP.dataset_table(runs, metric=args.metric, split=args.split)
+    else:
+        table = CMP.config_table(runs, metric=args.metric)
+    emit(table, args.format)
+
+
+def cmd_diagnose(args):
+    from encoderlab.analysis import diagnose
+    runs = select(args, status="any")
+    if args.format == "json":
+        out = {r.id: [f.to_dict() for f in diagnose.load_or_compute(r)] for r in runs}
+        out["(group)"] = [f.to_dict() for f in diagnose.diagnose_group(runs)]
+        print(json.dumps(out, indent=2))
+        return
+    for run in runs:
+        console.rule(f"{run.id} ({run.status})")
+        print_findings(diagnose.load_or_compute(run), show_info=args.all)
+    if len(runs) > 1:
+        console.rule("across runs")
+        print_findings(diagnose.diagnose_group(runs), show_info=args.all)
+
+
+def cmd_report(args):
+    from encoderlab.analysis import report as REP
+    runs = select(args, status="any")
+    out = Path(args.output)
+    title = args.title or (f"encoderlab report: {args.group}" if args.group else "encoderlab report")
+    if out.suffix.lower() in (".md", ".markdown"):
+        REP.write_markdown(runs, out, title)
+    else:
+        REP.write_html(runs, out, title)
+    console.print(f"wrote {out} ({len(runs)} runs)")
+
+
+def selection_flags(p):
+    p.add_argument("runs", nargs="*", help="run ids (or unique prefixes/suffixes); default: all matching")
+    p.add_argument("--group", help="runs of this group (pattern, * wildcard), e.g. a sweep")
+    p.add_argument("--name", help="runs whose name matches (pattern, * wildcard)")
+    p.add_argument("--status", help="only runs with this status (default: completed; 'any' for all)")
+    p.add_argument("--where", action="append", metavar="KEY=VALUE",
+                   help="only runs whose config has KEY=VALUE (repeatable), e.g. --where train.lr=1e-3")
+
+def add_verbs(sub, _cmd) -> None:
+    p = _cmd(sub, "compare", cmd_compare,
+             "compare runs: mean ± std per configuration, datasets, epochs, checkpoints, paired tests",
+             "encoderlab compare --group pre-vs-npre --paired model.init pretrained random")
+    selection_flags(p)
+    p.add_argument("--metric", default="accuracy", choices=["accuracy", "macro_f1", "loss"])
+    p.add_argument("--split", default="test", help="split of the score compared (default test)")
+    p.add_argument("--by-dataset", action="store_true", help="configurations x datasets with a mean column")
+    p.add_argument("--epochs", action="store_true", help="per-epoch metrics of the runs side by side")
+    p.add_argument("--checkpoints", action="store_true", help="metrics at each saved checkpoint, per run")
+    p.add_argument("--paired", nargs=3, metavar=("KEY", "A", "B"),
+                   help="paired comparison of KEY=A vs KEY=B over matched seeds/folds")
+    p.add_argument("--format", choices=["table", "markdown", "csv", "json"], default="table")
+
+    p = _cmd(sub, "diagnose", cmd_diagnose, "name what went wrong in runs (collapse, no learning, LR too "
+             "high, overfitting, padding waste, seed variance ...) with evidence and a fix",
+             "encoderlab diagnose --group pre-vs-npre")
+    selection_flags(p)
+    p.add_argument("--all", action="store_true", help="also informational findings")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+
+    p = _cmd(sub, "report", cmd_report, "write a self-contained HTML (or Markdown) report of runs",
+             "encoderlab report --group pre-vs-npre -o report.html")
+    selection_flags(p)
+    p.add_argument("-o", "--output", required=True, help="report.html, or report.md for Markdown + PNGs")
+    p.add_argument("--title", help="report title")

@@ -89,3 +89,13 @@ def test_cli_truncate_bench_tradeoff_report(family, tmp_path, capsys):
     assert "no run 'nope'" in capsys.readouterr().err
     assert main(["--store", root, "truncate", teacher.id, "--layers", "first:5"]) == 2
     assert "compress.layers" in capsys.readouterr().err
+
+
+def test_bench_sessions_within_one_second_stay_apart():
+    """The session id is the start time; two benches in the same second (as in this file's tests on
+    an idle machine) must not merge into one session, and ids still sort by time."""
+    import time
+    a = bench.environment(1)["time"]
+    time.sleep(0.002)
+    b = bench.environment(1)["time"]
+    assert a < b and len(a) == len(b) == len("2026-11-29T15:10:03.123456Z")

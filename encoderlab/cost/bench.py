@@ -131,9 +131,13 @@ def interleaved(predictors: dict[str, Predictor], batches: list[dict], rounds: i
 
 def environment(threads: int) -> dict:
     import platform
+    # the time names the bench session: microseconds, so two sessions within one second (a fast
+    # machine, a script) stay apart and still sort by time
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
     return {"threads": threads, "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
             "load_average": [round(x, 2) for x in os.getloadavg()], "torch": torch.__version__,
-            "machine": platform.machine(), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "machine": platform.machine(), "time": stamp}
 
 
 def train_step_throughput(model: torch.nn.Module, enc: Encoded, batch_size: int, steps: int, pad_id: int,

@@ -282,6 +282,7 @@ def test_linking_bi_then_cross_reranks_its_top_k(senses_files, store):
     table = AR.domain_table([bi, cross], "accuracy")
     assert len(table.rows) == 2 and "domain mean" in [c[0] for c in table.columns]
     assert {r["experiment"] for r in table.rows} == {bi.info["name"].split(":")[0]}
+    assert any("run more seeds" in w for w in table.warnings)      # trained runs with one seed each
 
 
 def test_cli_rank_budgets_and_table(senses_files, tmp_path, capsys):
@@ -290,6 +291,8 @@ def test_cli_rank_budgets_and_table(senses_files, tmp_path, capsys):
     exp.write_text(C.to_toml(cfg_for(senses_files, **{"ranking.mode": "first"})))
     assert main(["--store", str(tmp_path / "runs"), "rank", str(exp), "--quiet"]) == 0
     assert main(["--store", str(tmp_path / "runs"), "rank-table", "--format", "csv"]) == 0
+    assert main(["--store", str(tmp_path / "runs"), "rank-table", "--format", "markdown"]) == 0
+    assert "run more seeds" not in capsys.readouterr().out          # an untrained baseline needs none
     assert main(["rank-budgets", str(exp), "--budgets", "16/8,8/16", "--format", "json"]) == 0
     out = capsys.readouterr().out
     budgets = json.loads(out[out.index("[\n"):])

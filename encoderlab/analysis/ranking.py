@@ -35,7 +35,8 @@ def domain_table(runs: Sequence[Run], metric: str = "accuracy", split: str = "te
     data_cols = [c for c in base.data_columns if c[0] in [x[0] for x in cols]]
     key = lambda r: tuple(r["runs"])   # noqa: E731
     rows = {key(r): {**{k: r[k] for k in r if not k.startswith(("val", "test"))}} for r in base.rows}
-    exp = {f.id: f.info.get("name", "").split(":")[0] for f in _facts(runs)}
+    facts = _facts(runs)
+    exp = {f.id: f.info.get("name", "").split(":")[0] for f in facts}
     for r in rows.values():
         r["experiment"] = exp[r["runs"][0]]
     if len(base.varied) > MAX_VARIED_COLUMNS:
@@ -58,7 +59,20 @@ def domain_table(runs: Sequence[Run], metric: str = "accuracy", split: str = "te
     data_cols += [("n", "n"), ("runs", "runs")]
     return Table(list(rows.values()), cols, data_cols,
                  title=f"{split} {metric} per domain: mean {PM} std over seeds", fixed=base.fixed,
-                 varied=base.varied, warnings=base.warnings)
+                 varied=base.varied, warnings=_warnings(base, facts))
+
+
+# baselines without training: one run is all there is (the random order's expectation is 1/K anyway)
+UNTRAINED = ("random", "first", "zero-shot")
+
+
+def _warnings(base: Table, facts) -> list[str]:
+    """config_table's notes, without "run more seeds" when only untrained baselines have one run."""
+    mode = {f.id: f.flat.get("ranking.mode") for f in facts}
+    single = [r for r in base.rows if r["n"] == 1]
+    if single and all(mode.get(r["runs"][0]) in UNTRAINED for r in single):
+        return [w for w in base.warnings if "single run has no std" not in w]
+    return list(base.warnings)
 
 
 def budget_table(runs: Sequence[Run]) -> Table:

@@ -125,7 +125,8 @@ class TrainConfig:
     seed: int = opt(0, "seed of init, dropout and batch order")
     device: str = opt("auto", "auto = cuda when present, else cpu", ("auto", "cpu", "cuda"))
     threads: int = opt(0, "torch CPU threads (0 = torch default)")
-    bucket: bool = opt(True, "group examples of similar length into batches (less padding)")
+    bucket: bool = opt(True, "group examples of similar length into batches (less padding); ranking runs keep "
+                            "random batches (in-batch negatives, K pairs per context)")
     class_weights: str = opt("none", "cross-entropy class weights", ("none", "balanced"))
     label_smoothing: float = opt(0.0, "cross-entropy label smoothing")
     freeze_embeddings: bool = opt(False, "keep the embedding layer fixed")

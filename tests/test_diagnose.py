@@ -295,6 +295,18 @@ def test_nonfinite_validation_loss(two_class_csv, store):
     assert "epoch 2" in f.title and "validation loss is inf" in f.evidence
 
 
+
+def test_evaluations_without_a_loss_are_not_divergence(two_class_csv, store):
+    """Ranking evaluations log accuracy / MRR / recall@k and no loss: not measured is not NaN."""
+    run = fake_run(store, two_class_csv, train=[(0.6, 0.7), (0.5, 0.8)],
+                   val=[(0.5, 0.8, 0.5), (0.45, 0.82, 0.5)], test=(0.45, 0.82, 0.5))
+    for split, step in (("validation", 40), ("final_validation", 40), ("test", 40)):
+        run.log({"split": split, "step": step, "epoch": 4.0, "metrics": {"accuracy": 0.8, "mrr": 0.9}})
+    assert "divergence" not in codes(D.diagnose(run))
+    run.log({"split": "validation", "step": 50, "epoch": 5.0, "metrics": {"loss": None, "accuracy": 0.8}})
+    assert "divergence" in codes(D.diagnose(run))       # a logged null loss still counts as NaN
+
+
 def test_overfitting_needs_two_evaluations_after_the_minimum(two_class_csv, store):
     train = [(0.6, 0.7), (0.3, 0.9), (0.1, 1.0), (0.05, 1.0)]
     once = [(0.5, 0.8, 0.5), (0.4, 0.8, 0.5), (0.3, 0.85, 0.5), (0.6, 0.8, 0.5)]

@@ -83,7 +83,7 @@ IGNORED_KEYS = ("name", "group", "train.seed", "data.fold", "train.threads", "tr
 SEVERITIES = ("error", "warning", "info")
 DIAGNOSTICS_FILE = "diagnostics.json"
 # bump when a rule or threshold changes, so cached diagnostics.json files are recomputed
-VERSION = 1
+VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,9 @@ def _read(run: Run) -> _Ctx:
             m = {**m, "loss": float(ev["detail"].get("loss", "nan"))}
         by_key[(split, ev.get("step", 0))] = {
             "split": split, "step": ev.get("step", 0), "epoch": ev.get("epoch", 0.0),
-            "loss": _num(m.get("loss")), "accuracy": m.get("accuracy"), "macro_f1": m.get("macro_f1"),
+            # no "loss" key = not measured (ranking evaluations report accuracy, MRR, recall@k only)
+            "loss": _num(m["loss"]) if "loss" in m else None, "accuracy": m.get("accuracy"),
+            "macro_f1": m.get("macro_f1"),
             "lr": m.get("lr"), "detail": ev.get("detail", {})}
     rows = sorted(by_key.values(), key=lambda r: r["step"])
     final = {}
@@ -174,7 +176,7 @@ def _read(run: Run) -> _Ctx:
 
 
 def _num(x):
-    """Loss as a float; the index turns NaN into NULL, so a None loss is treated as NaN too."""
+    """A logged loss as a float; a null one (NaN written by an older version) counts as NaN."""
     return float("nan") if x is None else float(x)
 
 
@@ -329,7 +331,7 @@ def _no_learning(ctx: _Ctx) -> Finding | None:
 def _divergence(ctx: _Ctx) -> Finding | None:
     hits: list[tuple[dict, str]] = []
     for rows in (ctx.train, ctx.val, list(ctx.final.values())):
-        bad = [r for r in rows if not _finite(r["loss"])]
+        bad = [r for r in rows if r["loss"] is not None and not _finite(r["loss"])]
         if bad:
             name = bad[0]["split"].replace("_", " ")
             hits.append((bad[0], f"{name} loss is {_f(bad[0]['loss'])} at {_ep(bad[0])}"))
@@ -358,7 +360,7 @@ def _divergence(ctx: _Ctx) -> Finding | None:
     if not hits:
         return None
     first = min(hits, key=lambda h: h[0]["step"])[0]
-    nonfinite = any(not _finite(h[0]["loss"]) for h in hits)
+    nonfinite = any(h[0]["loss"] is not None and not _finite(h[0]["loss"]) for h in hits)
     lr_now = first.get("lr") if first["split"] == "train" else None
     evidence = "; ".join(h[1] for h in hits)
     if lr_now:  # 0 at the end of a short linear schedule says nothing about the peak

@@ -356,6 +356,10 @@ def cmd_show(args):
         console.rule("config (differences from the defaults; --config for all)")
         for k, v in changed.items():
             console.print(f"{k} = {json.dumps(v)}", markup=False)
+    if info.get("task") == "ranking":
+        from encoderlab.cli_ranking import show
+        show(run, args)
+        return
     data = info.get("data")
     if data:
         console.rule("data")

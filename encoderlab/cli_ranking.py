@@ -28,6 +28,44 @@ def _print_result(run, fmt_json: bool) -> None:
                                                                               "recall@64") if k in s))
 
 
+
+def show(run, args) -> None:
+    """`encoderlab show` of a ranking run: data, per-evaluation history, test per domain, diagnostics."""
+    from encoderlab.analysis import diagnose
+    from encoderlab.cli import console, print_findings, print_rows
+    d = run.info.get("data") or {}
+    if d:
+        console.rule("data")
+        sizes = d.get("sizes", {})
+        cut = d.get("context_truncated", {})
+        mode = d.get("mode") or run.config().ranking.mode     # baselines store only their sizes
+        console.print(f"ranking, mode {mode}"
+                      + (f", candidates from the {d['candidates']}" if d.get("candidates") else "")
+                      + (f" ({d['dictionary_entries']:,} entries)" if d.get("dictionary_entries") else "")
+                      + f"; contexts train {sizes.get('train')}, validation {sizes.get('validation')}, test "
+                      f"{sizes.get('test')}"
+                      + ("; contexts cut: " + ", ".join(f"{k} {v:.1%}" for k, v in cut.items()) if cut else ""),
+                      markup=False)
+        if d.get("budget_train"):
+            b = d["budget_train"]
+            console.print(f"train pairs: {b.get('padding_waste', 0):.1%} padding, candidates cut "
+                          f"{b.get('candidate_truncated', 0):.1%}", markup=False)
+    rows = []
+    for ev in run.events():
+        if ev.get("split") not in ("train", "validation"):
+            continue
+        m = ev.get("metrics", {})
+        rows.append({"split": ev["split"], "step": ev.get("step"), "epoch": ev.get("epoch"), "loss": m.get("loss"),
+                     "accuracy": m.get("accuracy"), "mrr": m.get("mrr"), "recall@8": m.get("recall@8")})
+    console.rule("history")
+    print_rows(rows, [("split", "split"), ("step", "step"), ("epoch", "epoch"), ("loss", "train loss"),
+                      ("accuracy", "acc@1"), ("mrr", "MRR"), ("recall@8", "recall@8")], args.format)
+    console.rule("test")
+    _print_result(run, args.format == "json")
+    console.rule("diagnostics")
+    print_findings(diagnose.load_or_compute(run), show_info=True)
+
+
 def cmd_rank(args):
     from encoderlab import sweep as S
     from encoderlab.train.ranking import run as run_ranking

@@ -293,6 +293,9 @@ def test_cli_rank_budgets_and_table(senses_files, tmp_path, capsys):
     assert main(["--store", str(tmp_path / "runs"), "rank-table", "--format", "csv"]) == 0
     assert main(["--store", str(tmp_path / "runs"), "rank-table", "--format", "markdown"]) == 0
     assert "run more seeds" not in capsys.readouterr().out          # an untrained baseline needs none
+    assert main(["--store", str(tmp_path / "runs"), "show", "last"]) == 0
+    out = capsys.readouterr().out
+    assert "ranking, mode first" in out and "test accuracy" in out and "no problems found" in out
     assert main(["rank-budgets", str(exp), "--budgets", "16/8,8/16", "--format", "json"]) == 0
     out = capsys.readouterr().out
     budgets = json.loads(out[out.index("[\n"):])

@@ -285,6 +285,27 @@ def test_linking_bi_then_cross_reranks_its_top_k(senses_files, store):
     assert any("run more seeds" in w for w in table.warnings)      # trained runs with one seed each
 
 
+
+def test_classification_verbs_refuse_a_ranking_run(senses_files, tmp_path, capsys):
+    """predict / eval / bench / truncate / quantize / export / distill on a ranking run: a clear
+    error (exit 2), no stack trace, and no half-made derived run left in the store."""
+    from encoderlab.cli import main
+    from encoderlab.store.runs import RunStore
+    from encoderlab.train.ranking import run
+    store = RunStore(tmp_path / "runs")
+    bi = run(cfg_for(senses_files, **{"ranking.mode": "bi", "ranking.hard_negatives": 1}), store, progress=False)
+    before = len(store.list())
+    new = tmp_path / "new.csv"
+    new.write_text("text\nthe dealer warrants all the cars\n")
+    for verb in (["predict", bi.id, str(new)], ["eval", bi.id], ["bench", bi.id], ["quantize", bi.id],
+                 ["export", bi.id], ["truncate", bi.id, "--layers", "first:1"], ["distill", bi.id]):
+        capsys.readouterr()
+        assert main(["--store", str(store.root), *verb]) == 2, verb
+        err = capsys.readouterr().err
+        assert "ranking" in err and "Traceback" not in err, (verb, err)
+    assert len(store.list()) == before
+
+
 def test_cli_rank_budgets_and_table(senses_files, tmp_path, capsys):
     from encoderlab.cli import main
     exp = tmp_path / "exp.toml"

@@ -147,6 +147,9 @@ def _parent_model(parent: Run) -> Path:
     if not (folder / "encoderlab.json").exists():
         raise StoreError(f"run {parent.id} has no final classifier model (status {parent.status}); "
                          "compression starts from a completed fine-tuning run")
+    if parent.info.get("task") in ("ranking", "pretrain"):   # refused before a derived run is created
+        raise StoreError(f"run {parent.id} is a {parent.info['task']} run; compression starts from a "
+                         "completed fine-tuning (classification) run")
     return folder
 
 

@@ -327,6 +327,9 @@ objective = "mlm+nsp"
     assert "already completed" in capsys.readouterr().out
     assert main(["--store", store, "predict", "cli-mlm", str(corpus)]) == 2
     assert 'is a pretraining run (no classifier); fine-tune it with model.path = "run:' in capsys.readouterr().err
+    for verb in (["eval", "cli-mlm"], ["quantize", "cli-mlm"], ["bench", "cli-mlm"]):
+        assert main(["--store", store, *verb]) == 2, verb
+        assert "classifi" in capsys.readouterr().err        # names what these verbs need
 
 
 def test_continued_pretraining_starts_from_the_checkpoint(corpus, tmp_path):

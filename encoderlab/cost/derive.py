@@ -144,12 +144,13 @@ def _fail(run: Run, e: BaseException) -> None:
 
 def _parent_model(parent: Run) -> Path:
     folder = parent.dir / "model"
+    task = parent.info.get("task")
+    if task in ("ranking", "pretrain"):   # refused before a derived run is created
+        raise StoreError(f"run {parent.id} is a {'pretraining' if task == 'pretrain' else task} run; "
+                         "compression starts from a completed fine-tuning (classification) run")
     if not (folder / "encoderlab.json").exists():
         raise StoreError(f"run {parent.id} has no final classifier model (status {parent.status}); "
                          "compression starts from a completed fine-tuning run")
-    if parent.info.get("task") in ("ranking", "pretrain"):   # refused before a derived run is created
-        raise StoreError(f"run {parent.id} is a {parent.info['task']} run; compression starts from a "
-                         "completed fine-tuning (classification) run")
     return folder
 
 

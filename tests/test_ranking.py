@@ -317,6 +317,9 @@ def test_cli_rank_budgets_and_table(senses_files, tmp_path, capsys):
     assert main(["--store", str(tmp_path / "runs"), "show", "last"]) == 0
     out = capsys.readouterr().out
     assert "ranking, mode first" in out and "test accuracy" in out and "no problems found" in out
+    assert main(["--store", str(tmp_path / "runs"), "report", "-o", str(tmp_path / "r.html")]) == 0
+    page = (tmp_path / "r.html").read_text()
+    assert "Ranking: held-out domains" in page and "domain mean" in page
     assert main(["rank-budgets", str(exp), "--budgets", "16/8,8/16", "--format", "json"]) == 0
     out = capsys.readouterr().out
     budgets = json.loads(out[out.index("[\n"):])

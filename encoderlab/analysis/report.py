@@ -155,7 +155,16 @@ def _sections(runs: Sequence[Run]):
     cost = TO.table(runs)
     if cost[0]:
         plots["pareto"] = TO.pareto_plot(cost[0])
-    return table, diag, best, plots, cost
+    return table, diag, best, plots, cost, _ranking(runs)
+
+
+def _ranking(runs: Sequence[Run]):
+    """Ranking runs: test accuracy@1 per held-out domain and the mean over domains (rank-table)."""
+    ranked = [r for r in runs if r.info.get("task") == "ranking" and r.status == "completed"]
+    if not ranked:
+        return None
+    from encoderlab.analysis import ranking as AR
+    return AR.domain_table(ranked)
 
 
 CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;
@@ -184,7 +193,7 @@ def _html_table(rows: list[dict], columns: list[tuple]) -> str:
 
 def write_html(runs: Sequence[Run], path: str | Path, title: str = "encoderlab report") -> Path:
     runs = list(runs)
-    table, diag, best, plots, cost = _sections(runs)
+    table, diag, best, plots, cost, ranking = _sections(runs)
     e = html.escape
     img = {k: "data:image/png;base64," + base64.b64encode(v).decode() for k, v in plots.items()}
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>"
@@ -197,6 +206,9 @@ def write_html(runs: Sequence[Run], path: str | Path, title: str = "encoderlab r
         parts.append(f"<details><summary>fixed settings</summary><pre>{e(fixed)}</pre></details>")
     for w in table.warnings:
         parts.append(f"<p class='warning'>{e(w)}</p>")
+    if ranking is not None:
+        parts += ["<h2>Ranking: held-out domains</h2>", f"<p class='muted'>{e(ranking.title)}</p>",
+                  _html_table(ranking.rows, ranking.columns)]
     parts += ["<h2>Learning curves</h2>", "<p class='muted'>mean over the runs of each configuration; "
               "band = min..max over seeds/folds</p>", f"<img alt='learning curves' src='{img['curves']}'>"]
     if cost[0]:
@@ -226,7 +238,7 @@ def write_html(runs: Sequence[Run], path: str | Path, title: str = "encoderlab r
 def write_markdown(runs: Sequence[Run], path: str | Path, title: str = "encoderlab report") -> Path:
     """Markdown with the tables inline and the plots as PNG files in `<name>_files/` beside it."""
     runs = list(runs)
-    table, diag, best, plots, cost = _sections(runs)
+    table, diag, best, plots, cost, ranking = _sections(runs)
     path = Path(path)
     files = path.with_name(path.stem + "_files")
     files.mkdir(parents=True, exist_ok=True)
@@ -237,6 +249,8 @@ def write_markdown(runs: Sequence[Run], path: str | Path, title: str = "encoderl
            table.render("markdown").strip(), ""]
     if table.fixed:
         out += ["Fixed settings: " + ", ".join(f"`{k} = {v}`" for k, v in table.fixed.items()), ""]
+    if ranking is not None:
+        out += ["## Ranking: held-out domains", "", ranking.render("markdown").strip(), ""]
     out += ["## Learning curves", "", "Mean over the runs of each configuration; band = min..max over seeds.",
             "", f"![learning curves]({rel}/curves.png)", ""]
     if cost[0]:

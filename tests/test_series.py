@@ -127,9 +127,16 @@ def test_nan_policy(tmp_path):
     x = _bm()["x"][:3].copy()
     x[1, 2, 10:13] = np.nan
     np.savez(tmp_path / "n.npz", x=x, y=np.array(["a", "b", "a"]))
-    with pytest.raises(DataError, match="missing or infinite value at channel 2") as e:
+    with pytest.raises(DataError, match="missing or infinite value at channel 2, step 10 ") as e:
         read_series_split(str(tmp_path / "n.npz"), SEQ, "train", None)
     assert e.value.row == 2
+    x = x.astype(np.float64)
+    x[1, 2, 10:13] = 0.0
+    x[0, 1, 4] = 1e300                                      # beyond float32: inf, reported the same way
+    np.savez(tmp_path / "big.npz", x=x, y=np.array(["a", "b", "a"]))
+    with pytest.raises(DataError, match="channel 1, step 4 ") as e:
+        read_series_split(str(tmp_path / "big.npz"), C.DataConfig(task="sequence"), "train", None)
+    assert e.value.row == 1 and e.value.field == "x"
     s, _ = read_series_split(str(tmp_path / "n.npz"), C.DataConfig(task="sequence", text="x", label="y",
                                                                     nan="interpolate"), "train", None)
     filled = s.series[1][2, 9:14]

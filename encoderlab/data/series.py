@@ -44,8 +44,9 @@ def read_series_split(path: str, cfg: DataConfig, name: str, label_names: list[s
     if not arrays:
         raise DataError("no examples", file=path)
     # long form: the example id names the culprit (its rows are spread over the file)
+    values = "x" if cfg.text == "text" and str(path).endswith((".npz", ".npy")) else cfg.text  # numpy default
     arrays = [_fill(a, cfg.nan, path, None if cfg.id_column else i + 1,
-                    f"{cfg.id_column} = {ids[i]}" if cfg.id_column else cfg.text) for i, a in enumerate(arrays)]
+                    f"{cfg.id_column} = {ids[i]}" if cfg.id_column else values) for i, a in enumerate(arrays)]
     if raw is None:
         return Split(name, ids, None, np.full(len(arrays), -1), path, series=arrays), []
     labels, label_names = labels_to_ids(raw, cfg, path, label_names)
@@ -106,7 +107,8 @@ def _examples(values: np.ndarray, layout: str, path: str, field: str):
         if not layout:
             raise DataError(f"cannot read a {values.ndim}-D array as examples; expected (N, T), (N, C, T), "
                             "(N, H, W) or (N, H, W, C)", file=path, field=field)
-    v = values.astype(np.float32)
+    with np.errstate(over="ignore"):     # beyond float32 becomes inf, reported with its row below
+        v = values.astype(np.float32)
     if layout == "series1" or (layout in ("channels-time", "time-channels") and v.ndim == 2):
         v = v[:, None, :]
     elif layout == "time-channels":
@@ -213,7 +215,9 @@ def _fill(a: np.ndarray, how: str, path: str, row: int | None, field: str) -> np
         return a
     if how == "error":
         where = np.argwhere(bad)[0]
-        raise DataError(f"missing or infinite value at channel {where[0]}, step {tuple(where[1:])} "
+        at = "step " + ", ".join(str(int(w)) for w in where[1:]) if len(where) == 2 else \
+            "position (" + ", ".join(str(int(w)) for w in where[1:]) + ")"
+        raise DataError(f"missing or infinite value at channel {int(where[0])}, {at} "
                         "(set data.nan = \"interpolate\" or \"zero\" to fill it)", file=path, row=row, field=str(field))
     a = a.copy()
     if how == "zero":

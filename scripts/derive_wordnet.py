@@ -284,10 +284,10 @@ def main() -> None:
         write_jsonl_gz(args.out / "wordnet-senses" / f"{sp}.jsonl.gz", rows)
     write_jsonl_gz(args.out / "wordnet-linking" / "dictionary.jsonl.gz", dictionary)
     for name in WR.MANIFEST:
-        train = "train-full" if name == "wordnet-senses-full" else "train"
+        files = {sp: "train-full" if sp == "train" and name == "wordnet-senses-full" else sp for sp in SPLITS}
         manifest[name] = {**WR.MANIFEST[name],
-                          "splits": {sp: f"wordnet-senses/{train if sp == 'train' else sp}.jsonl.gz" for sp in SPLITS},
-                          "sizes": {sp: len(senses[train if sp == "train" else sp]) for sp in SPLITS},
+                          "splits": {sp: f"wordnet-senses/{f}.jsonl.gz" for sp, f in files.items()},
+                          "sizes": {sp: len(senses[f]) for sp, f in files.items()},
                           "license": "LICENSE-WordNet.txt"}
     manifest["wordnet-linking"]["dictionary"] = "wordnet-linking/dictionary.jsonl.gz"
     print("wordnet-senses", {sp: len(rows) for sp, rows in senses.items()}, "dictionary", len(dictionary))

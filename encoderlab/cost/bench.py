@@ -10,6 +10,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -133,8 +134,7 @@ def environment(threads: int) -> dict:
     import platform
     # the time names the bench session: microseconds, so two sessions within one second (a fast
     # machine, a script) stay apart and still sort by time
-    now = time.time()
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return {"threads": threads, "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
             "load_average": [round(x, 2) for x in os.getloadavg()], "torch": torch.__version__,
             "machine": platform.machine(), "time": stamp}

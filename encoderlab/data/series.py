@@ -33,8 +33,10 @@ def read_series_split(path: str, cfg: DataConfig, name: str, label_names: list[s
                       require_labels: bool = True) -> tuple[Split, list[str]]:
     """Read one file of numeric examples into a Split whose `series` holds the arrays."""
     suffix = Path(path).suffix.lower()
+    field = cfg.text
     if suffix in (".npz", ".npy"):
         arrays, raw, ids = _read_numpy(path, cfg, require_labels)
+        field = _numpy_key(cfg)
     else:
         df = read_table(path, cfg.format)
         if cfg.id_column:
@@ -44,9 +46,8 @@ def read_series_split(path: str, cfg: DataConfig, name: str, label_names: list[s
     if not arrays:
         raise DataError("no examples", file=path)
     # long form: the example id names the culprit (its rows are spread over the file)
-    values = "x" if cfg.text == "text" and str(path).endswith((".npz", ".npy")) else cfg.text  # numpy default
     arrays = [_fill(a, cfg.nan, path, None if cfg.id_column else i + 1,
-                    f"{cfg.id_column} = {ids[i]}" if cfg.id_column else values) for i, a in enumerate(arrays)]
+                    f"{cfg.id_column} = {ids[i]}" if cfg.id_column else field) for i, a in enumerate(arrays)]
     if raw is None:
         return Split(name, ids, None, np.full(len(arrays), -1), path, series=arrays), []
     labels, label_names = labels_to_ids(raw, cfg, path, label_names)
@@ -67,12 +68,17 @@ def _read_numpy(path: str, cfg: DataConfig, require_labels: bool):
         raise DataError(f"cannot read numpy file: {e}", file=path) from None
 
 
+def _numpy_key(cfg: DataConfig) -> str:
+    """The npz member holding the values: data.text when set, else `x`."""
+    return cfg.text if cfg.text != "text" else "x"
+
+
 def _numpy_arrays(path: str, cfg: DataConfig, require_labels: bool):
     store = np.load(path, allow_pickle=False)   # npz members load lazily: errors surface on access
     if isinstance(store, np.ndarray):
         values, lengths, raw = store, None, None
     else:
-        key = cfg.text if cfg.text != "text" else "x"
+        key = _numpy_key(cfg)
         if key not in store.files:
             raise DataError(f"array '{key}' not found (arrays: {', '.join(store.files)}); set data.text",
                             file=path, field=key)

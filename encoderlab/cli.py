@@ -103,6 +103,8 @@ def cmd_run(args, cfg: C.ExperimentConfig | None = None):
             console.print(f"  epoch {ev['epoch']:.2f} step {ev['step']}: val loss {m['loss']:.4f} "
                           f"acc {m['accuracy']:.4f} F1 {m['macro_f1']:.4f}")
 
+    if not args.quiet:
+        say_machine(cfg)
     try:
         run = fit(cfg, store, callback=on_event, progress=not args.quiet)
     except KeyboardInterrupt:
@@ -111,6 +113,13 @@ def cmd_run(args, cfg: C.ExperimentConfig | None = None):
         err.print(f"[yellow]interrupted[/]; continue with: encoderlab resume {rid}")
         sys.exit(130)
     _after_run(args, run)
+
+
+def say_machine(cfg: C.ExperimentConfig) -> None:
+    """The precision and threads the run will use, and why (measured once per machine)."""
+    from encoderlab import machine
+    console.print(f"[dim]{escape(machine.describe(cfg.train.precision, cfg.train.threads, cfg.train.device))}[/]",
+                  soft_wrap=True)
 
 
 def print_findings(findings, show_info: bool = False) -> None:
@@ -232,6 +241,8 @@ def cmd_pretrain(args):
     cfg = C.load(args.file, args.overrides)
     store = _store(args)
     try:
+        if not args.quiet:
+            say_machine(cfg)
         run = pretrain(cfg, store, callback=_pretrain_events(args), progress=not args.quiet)
     except KeyboardInterrupt:
         last = store.list(limit=1)
@@ -617,6 +628,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_series.add_verbs(sub, _cmd)
     from encoderlab import cli_store
     cli_store.add_verbs(sub, _cmd)
+    from encoderlab import cli_doctor
+    cli_doctor.add_verbs(sub, _cmd)
     from encoderlab import cli_scale; cli_scale.add_verbs(sub, _cmd)  # noqa: E702
     return ap
 

@@ -121,10 +121,11 @@ class TrainConfig:
     warmup_steps: int = opt(0, "warmup steps; overrides warmup_ratio when > 0")
     schedule: str = opt("linear", "decay after warmup", ("linear", "cosine", "constant"))
     max_grad_norm: float = opt(1.0, "gradient clipping norm (0 = off)")
-    precision: str = opt("bf16", "bf16 autocast or plain fp32", ("bf16", "fp32"))
+    precision: str = opt("auto", "auto = bf16 autocast only where this machine runs it faster (measured once; "
+                         "CUDA with bf16), else fp32; or force bf16 / fp32", ("auto", "bf16", "fp32"))
     seed: int = opt(0, "seed of init, dropout and batch order")
     device: str = opt("auto", "auto = cuda when present, else cpu", ("auto", "cpu", "cuda"))
-    threads: int = opt(0, "torch CPU threads (0 = torch default)")
+    threads: int = opt(0, "torch CPU threads (0 = the cores available to the process: affinity, cgroup quota)")
     bucket: bool = opt(True, "group examples of similar length into batches (less padding); ranking runs keep "
                             "random batches (in-batch negatives, K pairs per context)")
     class_weights: str = opt("none", "cross-entropy class weights", ("none", "balanced"))
@@ -493,6 +494,10 @@ def config_hash(cfg: ExperimentConfig) -> str:
     d.pop("name"), d.pop("group")
     _drop_late_defaults(cfg, d)
     d.pop("tracking", None), d.pop("tracking_uri", None)   # where results are mirrored changes none
+    # precision "auto" (the default since it replaced "bf16") hashes as the old default: stored runs
+    # keep matching their sweep points, and auto only picks the faster of two equivalent precisions
+    if d["train"]["precision"] == "auto":
+        d["train"]["precision"] = "bf16"
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -7,6 +7,8 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the precision probe caches per machine; the suite keeps its own cache (measured once per session)
+os.environ.setdefault("ENCODERLAB_CACHE", os.path.join(os.environ.get("TMPDIR", "/tmp"), "encoderlab-test-cache"))
 
 import gzip  # noqa: E402
 import json  # noqa: E402
@@ -15,10 +17,13 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from encoderlab import config as C  # noqa: E402
+from encoderlab import machine  # noqa: E402
 from encoderlab.data import builtin  # noqa: E402
 
-# tiny models run fastest on one thread (and do not fight other work for the cores)
+# tiny models run fastest on one thread (and do not fight other work for the cores): the default
+# of train.threads = 0 in every run of the suite
 torch.set_num_threads(1)
+machine.THREADS_DEFAULT = 1
 
 # ~0.5M parameters: MiniLM's tokenizer (30,522 tokens) with a 2-layer, 16-wide BERT
 TINY_MODEL = {"path": "builtin:minilm-l6", "init": "random", "num_layers": 2, "hidden_size": 16,

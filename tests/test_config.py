@@ -167,7 +167,7 @@ def test_unknown_key_in_file_names_file(tmp_path):
 # --- values ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("override, key, valid", [
-    ("train.precision=fp16", "train.precision", ["bf16", "fp32"]),
+    ("train.precision=fp16", "train.precision", ["auto", "bf16", "fp32"]),
     ("model.head.type=transformer", "model.head.type", ["linear", "mlp"]),
     ("data.format=xlsx", "data.format", ["auto", "csv", "tsv", "jsonl", "parquet"]),
     ("train.schedule=cosin", "train.schedule", ["linear", "cosine", "constant"]),
@@ -331,7 +331,7 @@ def test_reference_covers_every_leaf_with_a_doc():
         assert tp in {"integer", "number", "string", "true/false", "list of string", "list of integer"}, (key, tp)
     by_key = {r[0]: r for r in rows}
     assert by_key["train.lr"][1:3] == ("number", "5e-05")
-    assert by_key["train.precision"][3].endswith("[bf16 | fp32]")
+    assert by_key["train.precision"][3].endswith("[auto | bf16 | fp32]")
     assert by_key["data.labels"][2] == "[]"
     # every documented default is what the dataclasses really use
     defaults = C.to_dict(C.ExperimentConfig())

@@ -20,9 +20,8 @@ _ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TOKENIZERS_PARALLELISM", "PYT
 
 
 def _task(cfg, store_root: str, action: str, run_id: str | None, threads: int) -> S.Outcome:
-    import torch
-    if not cfg.train.threads:       # one run per reserved CPU, not torch's default of all cores
-        torch.set_num_threads(threads)
+    from encoderlab import machine
+    machine.THREADS_DEFAULT = threads    # one thread per reserved CPU, not all the node's cores
     return S.run_point(cfg, store_root, action, run_id, progress=False, keep_going=True)
 
 

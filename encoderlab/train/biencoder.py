@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from encoderlab import machine
 from encoderlab import config as C
 from encoderlab import metrics as M
 from encoderlab.data.ranking import RankData, load_ranking
@@ -42,8 +43,7 @@ class BiSetup:
 
 
 def setup(cfg: C.ExperimentConfig, store_root=None) -> BiSetup:
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    machine.apply_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
     zero = cfg.ranking.mode == "zero-shot"
     if zero:   # the baseline as the issue defines it, whatever the file says
@@ -159,7 +159,8 @@ def fit_bi(cfg: C.ExperimentConfig, store: RunStore, progress: bool = True, call
                "sizes": {k: len(getattr(s.data, k)) for k in SPLITS},
                "dictionary_entries": 0 if s.dict_rows is None else int(len(s.dict_rows)),
                "context_truncated": {k: t.ctx.truncated / max(len(t.ctx), 1) for k, t in s.tokens.items()}}
-    run = store.create(cfg, [], task="ranking", data=summary)
+    run = store.create(cfg, [], task="ranking", data=summary,
+                       **machine.run_fields(cfg.train.precision, cfg.train.threads, s.device))
     emit = emitter(run, callback)
     state = {"step": 0, "best": None}
     with run_status(run, state):

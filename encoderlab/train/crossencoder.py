@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from encoderlab import machine
 from encoderlab import config as C
 from encoderlab import metrics as M
 from encoderlab.data.ranking import RankData, load_ranking
@@ -117,8 +118,7 @@ def evaluate(model, tok, view: View, cfg: C.ExperimentConfig, device) -> tuple[d
 
 
 def fit_cross(cfg: C.ExperimentConfig, store: RunStore, progress: bool = True, callback=None) -> Run:
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    machine.apply_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
     data = load_ranking(cfg.data, cfg.ranking)
     model, tok, _ = RM.build(cfg.model, cfg.ranking, store.root)
@@ -128,7 +128,7 @@ def fit_cross(cfg: C.ExperimentConfig, store: RunStore, progress: bool = True, c
     tc, rc = cfg.train, cfg.ranking
     summary = {"mode": "cross", "candidates": data.candidates, "sizes": {k: len(getattr(data, k)) for k in SPLITS},
                "mean_k": {k: float(np.mean([len(x) for x in v.lists])) for k, v in views.items()}}
-    run = store.create(cfg, [], task="ranking", data=summary)
+    run = store.create(cfg, [], task="ranking", data=summary, **machine.run_fields(tc.precision, tc.threads, device))
     emit = emitter(run, callback)
     state = {"step": 0, "best": None}
     best_eval: dict = {}        # the best checkpoint's validation scores: not scored twice

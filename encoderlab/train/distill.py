@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from encoderlab import machine
 from encoderlab import config as C
 from encoderlab.cost.derive import parse_layers, truncate
 from encoderlab.data.dataset import load_data
@@ -121,8 +122,7 @@ def distill(cfg: C.ExperimentConfig, store: RunStore, *, progress: bool = True, 
     if not (folder / "encoderlab.json").exists():
         raise StoreError(f"run {teacher_run.id} has no final classifier model; distill from a completed "
                          "fine-tuning run")
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
+    machine.apply_threads(tc.threads)
     torch.manual_seed(tc.seed)
     device = pick_device(tc.device)
     teacher, tok, tmeta = classifier.load(folder)
@@ -157,6 +157,7 @@ def distill(cfg: C.ExperimentConfig, store: RunStore, *, progress: bool = True, 
     run = store.create(cfg, data.label_names, task=data.task, model_source=f"run:{teacher_run.id}",
                        model=f"run:{teacher_run.id}",
                        parent=teacher_run.id, runtime=cc.runtime, parameters=params,
+                       **machine.run_fields(tc.precision, tc.threads, device),
                        data={"task": data.task, "num_labels": len(data.label_names),
                              "sizes": {k: len(getattr(data, k)) for k in ("train", "validation", "test")},
                              "majority_baseline_validation": data.majority_baseline("validation")[1],

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from encoderlab import config as C
+from encoderlab import machine
 from encoderlab import metrics as M
 from encoderlab.data.dataset import TaskData, load_data
 from encoderlab.encode import series
@@ -43,7 +44,9 @@ def pick_device(name: str) -> torch.device:
 
 
 def autocast(device: torch.device, precision: str):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    """bf16 autocast when `precision` (auto / bf16 / fp32) resolves to bf16 on this machine."""
+    return torch.autocast(device.type, dtype=torch.bfloat16,
+                          enabled=machine.resolve(precision, device).name == "bf16")
 
 
 @torch.inference_mode()
@@ -98,8 +101,7 @@ def class_weights(cfg: C.TrainConfig, labels: np.ndarray, num_labels: int) -> to
 
 
 def setup(cfg: C.ExperimentConfig, store_root=None, label_names: list[str] | None = None) -> Setup:
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    machine.apply_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
     data, _ = load_data(cfg.data)
     if label_names is not None and label_names != data.label_names:
@@ -219,6 +221,7 @@ def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
         run = distributed.Follower()
     elif resume is None:
         run = store.create(cfg, s.data.label_names, task=s.data.task, data=_data_summary(s),
+                           **machine.run_fields(tc.precision, tc.threads, s.device),
                            model_source=s.model_source, **({"processes": world.size} if world.size > 1 else {}))
     else:
         run = resume

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from encoderlab import machine
 from encoderlab import config as C
 from encoderlab.data.corpus import Corpus, duplicate_share, read_corpus
 from encoderlab.data.dataset import resolve_columns
@@ -348,8 +349,7 @@ def unigram_entropy(tok: Tokens, sentences: np.ndarray, special: Special, vocab:
 def setup(cfg: C.ExperimentConfig, store_root=None) -> Setup:
     tc, pc = cfg.train, cfg.pretrain
     _check(cfg)
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
+    machine.apply_threads(tc.threads)
     torch.manual_seed(tc.seed)
     data = resolve_columns(cfg.data) if cfg.data.source.startswith("builtin:") else cfg.data
     corpus = read_corpus(data.source, data.text, data.text_pair, data.format)
@@ -487,7 +487,8 @@ def pretrain(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = N
              "pair_correct": 0, "tokens": 0, "seconds": 0.0}
     state = {"step": 0, "epoch": 0, "batch": 0, "best": None, "train": dict(fresh)}
     if resume is None:
-        run = store.create(cfg, [], task="pretrain", data=s.summary, model_source=s.model_source)
+        run = store.create(cfg, [], task="pretrain", data=s.summary, model_source=s.model_source,
+                           **machine.run_fields(tc.precision, tc.threads, s.device))
         emit = emitter(run, callback)
         for w in corpus_warnings(s.summary):
             emit({"split": "warning", "step": 0, "epoch": 0.0, "metrics": {}, "detail": w})

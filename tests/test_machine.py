@@ -1,0 +1,148 @@
+"""The machine's defaults: precision chosen by a measured probe (mocked both ways here), threads
+from the cores available, and the `doctor` report."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+
+from encoderlab import cli, machine
+
+from conftest import tiny_config
+
+
+@pytest.fixture
+def probe_says(monkeypatch, tmp_path):
+    """Replace the matmul measurement: {"fp32": GFLOP/s, "bf16": GFLOP/s}; fresh cache and decisions."""
+    monkeypatch.setenv("ENCODERLAB_CACHE", str(tmp_path / "cache"))
+    machine._resolve.cache_clear()
+    machine._warned.clear()
+    calls = []
+
+    def set_(fp32: float, bf16: float):
+        def fake(dtype_name, shape=machine.PROBE_SHAPE, seconds=0.0):
+            calls.append(dtype_name)
+            return {"fp32": fp32, "bf16": bf16}[dtype_name]
+        monkeypatch.setattr(machine, "_gflops", fake)
+        return calls
+    yield set_
+    machine._resolve.cache_clear()
+    machine._warned.clear()
+
+
+def test_auto_picks_bf16_where_it_is_measured_faster(probe_says):
+    probe_says(fp32=70.0, bf16=300.0)
+    p = machine.resolve("auto", "cpu")
+    assert p.name == "bf16"
+    assert p.reason == "bf16: bf16 matmul 300.0 GFLOP/s vs fp32 70.0 GFLOP/s on this CPU"
+
+
+def test_auto_picks_fp32_where_bf16_is_slow(probe_says):
+    probe_says(fp32=113.0, bf16=1.1)
+    p = machine.resolve("auto", "cpu")
+    assert p.name == "fp32"
+    assert "bf16 matmul 1.1 GFLOP/s vs fp32 113.0 GFLOP/s" in p.reason
+    from encoderlab.train.fit import autocast
+    with autocast(torch.device("cpu"), "auto"):
+        assert not torch.is_autocast_enabled("cpu")
+
+
+def test_a_tie_is_not_worth_bf16(probe_says):
+    probe_says(fp32=100.0, bf16=105.0)      # within the 10 % margin
+    assert machine.resolve("auto", "cpu").name == "fp32"
+
+
+def test_explicit_fp32_needs_no_probe(probe_says):
+    calls = probe_says(fp32=1.0, bf16=1000.0)
+    assert machine.resolve("fp32", "cpu").name == "fp32"
+    assert calls == []
+
+
+def test_explicit_bf16_on_a_slow_cpu_runs_but_warns_once(probe_says):
+    probe_says(fp32=100.0, bf16=2.0)
+    with pytest.warns(UserWarning, match=r"bf16 matmul 2.0 GFLOP/s vs fp32 100.0 GFLOP/s on this CPU \(50.0x slower\)"):
+        p = machine.resolve("bf16", "cpu")
+    assert p.name == "bf16"
+    from encoderlab.train.fit import autocast
+    with autocast(torch.device("cpu"), "bf16"):
+        assert torch.is_autocast_enabled("cpu")
+    machine._resolve.cache_clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")      # the second decision does not warn again
+        assert machine.resolve("bf16", "cpu").name == "bf16"
+
+
+def test_explicit_bf16_on_a_fast_cpu_does_not_warn(probe_says):
+    probe_says(fp32=100.0, bf16=300.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert machine.resolve("bf16", "cpu").name == "bf16"
+
+
+def test_probe_is_cached_per_machine(probe_says, tmp_path):
+    calls = probe_says(fp32=50.0, bf16=10.0)
+    first = machine.probe()
+    assert first["cached"] is False and calls == ["fp32", "bf16"]
+    again = machine.probe()
+    assert again["cached"] is True and (again["fp32"], again["bf16"]) == (50.0, 10.0)
+    assert calls == ["fp32", "bf16"]                      # not measured twice
+    cache = json.loads((tmp_path / "cache" / "machine.json").read_text())
+    assert len(cache) == 1 and list(cache.values())[0]["torch"] == torch.__version__
+    machine.probe(refresh=True)
+    assert calls == ["fp32", "bf16"] * 2
+
+
+def test_cuda_without_bf16_stays_fp32(probe_says, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert machine.resolve("auto", "cuda").name == "fp32"
+    machine._resolve.cache_clear()
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert machine.resolve("auto", "cuda").name == "bf16"
+
+
+def test_threads_default_to_the_cores_available(monkeypatch):
+    monkeypatch.setattr(machine, "THREADS_DEFAULT", 0)
+    monkeypatch.setattr(machine.os, "sched_getaffinity", lambda pid: {0, 3, 5})
+    monkeypatch.setattr(machine, "_cgroup_quota", lambda: None)
+    before = torch.get_num_threads()
+    try:
+        assert machine.apply_threads(0) == (3, "3 CPU(s) in this process's affinity mask")
+        assert torch.get_num_threads() == 3
+        monkeypatch.setattr(machine, "_cgroup_quota", lambda: 2)
+        assert machine.apply_threads(0) == (2, "cgroup CPU quota of 2 (affinity allows 3)")
+        assert machine.apply_threads(1) == (1, "train.threads")
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_fit_records_precision_and_threads(tmp_path, probe_says, two_class_csv):
+    probe_says(fp32=100.0, bf16=2.0)
+    from encoderlab.store.runs import RunStore
+    from encoderlab.train.fit import fit
+    cfg = tiny_config(two_class_csv, train__precision="auto", train__epochs=1, train__max_steps=2)
+    run = fit(cfg, RunStore(tmp_path / "runs"), progress=False)
+    info = run.info
+    assert info["precision"] == "fp32"
+    assert info["precision_reason"] == "fp32: bf16 matmul 2.0 GFLOP/s vs fp32 100.0 GFLOP/s on this CPU"
+    assert info["threads"] == 1 and info["threads_reason"]
+    assert cfg.train.precision == "auto"          # the config keeps what the user asked for
+
+
+def test_doctor_reports_the_machine(tmp_path, probe_says, capsys):
+    probe_says(fp32=80.0, bf16=4.0)
+    assert cli.main(["--store", str(tmp_path / "runs"), "doctor", "--json"]) in (0, None)
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["matmul_gflops"]["fp32"] == 80.0 and rep["matmul_gflops"]["bf16"] == 4.0
+    assert rep["runs_use"]["precision"] == "fp32"
+    assert rep["cpu"]["capability"] == torch.backends.cpu.get_cpu_capability()
+    assert rep["cpu"]["cores_available"] >= 1
+    assert rep["versions"]["torch"] == torch.__version__.split("+")[0] or rep["versions"]["torch"] == torch.__version__
+    assert rep["store"]["exists"] is False and rep["store"]["free_gb"] > 0
+    cli.main(["--store", str(tmp_path / "runs"), "doctor"])
+    out = capsys.readouterr().out
+    assert "fp32 80.0 GFLOP/s, bf16 (autocast) 4.0 GFLOP/s" in out
+    assert "precision fp32: bf16 matmul 4.0 GFLOP/s vs fp32 80.0 GFLOP/s on this CPU" in out

@@ -4,8 +4,8 @@
   (a) hf-glue  HF Trainer as transformers' run_glue example runs by default: every example padded to
                max_length, fp32, default_data_collator, AutoModelForSequenceClassification.
   (b) hf-best  HF Trainer at its best on CPU: dynamic padding (DataCollatorWithPadding), length-grouped
-               sampling, bf16 autocast.
-  (c) encoderlab  encoderlab.train.fit.fit(cfg, RunStore(tmp)) with precision=bf16, bucket=true,
+               sampling, bf16 autocast where this machine runs bf16 faster (measured), else fp32.
+  (c) encoderlab  encoderlab.train.fit.fit(cfg, RunStore(tmp)) with precision=auto, bucket=true,
                head.pooling=cls. Its per-epoch validation pass and checkpoint cannot be switched off and
                are counted in its training wall time (they are part of its normal cost).
 
@@ -18,6 +18,7 @@ Real tokens are counted the same way for all three: the non-pad token count of e
 
     python bench/finetune_throughput.py                       # defaults: 3000 examples, 2 epochs
     python bench/finetune_throughput.py --variants b,c --epochs 1 --json out.json
+    python bench/finetune_throughput.py --cpu-kind avx2      # emulate an AVX2-only CPU on a newer one
 """
 
 from __future__ import annotations
@@ -35,8 +36,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-VARIANTS = {"a": "hf-glue (pad 128, fp32)", "b": "hf-best (dynamic, grouped, bf16)",
-            "c": "encoderlab (bf16, bucket)"}
+VARIANTS = {"a": "hf-glue (pad 128, fp32)", "b": "hf-best (dynamic, grouped, best precision)",
+            "c": "encoderlab (auto precision, bucket)"}
+# what an AVX2-only CPU runs, on a newer CPU: torch's kernels and oneDNN's ISA capped at AVX2 (checked:
+# bf16 matmul falls from ~300 to ~2-8 GFLOP/s, as on a real AVX2 machine)
+EMULATE = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,7 +106,7 @@ def _training_args(spec: dict, out_dir: str, best: bool):
               learning_rate=spec["lr"], lr_scheduler_type="linear", warmup_steps=spec["warmup_steps"],
               weight_decay=spec["weight_decay"], max_grad_norm=spec["max_grad_norm"], seed=spec["seed"],
               save_strategy="no", report_to="none", disable_tqdm=True, logging_strategy="no",
-              dataloader_num_workers=0, bf16=best)
+              dataloader_num_workers=0, bf16=best and spec["precision"] == "bf16")
     kw["eval_strategy" if "eval_strategy" in params else "evaluation_strategy"] = "no"
     if "use_cpu" in params:
         kw["use_cpu"] = True
@@ -207,13 +211,15 @@ def run_encoderlab(spec: dict) -> dict:
                     clock["last_ckpt_end"] = now
         return wrapper
 
-    def load_weights(*a, **k):   # first call of _finish (reload the best checkpoint)
+    orig_finish = F._finish
+
+    def finish(*a, **k):         # the end-of-run scoring: not part of the training window
         clock["finishing"] = True
-        return orig_load_weights(*a, **k)
+        return orig_finish(*a, **k)
 
     # Encoded.batch looks collate up in encode.text at call time, so patching the module counts every batch
     T.collate, F.predict_logits = collate, predict_logits
-    CK.save, CK.prune, CK.load_weights = timed(orig_save), timed(orig_prune), load_weights
+    CK.save, CK.prune, F._finish = timed(orig_save), timed(orig_prune), finish
 
     events = []
 
@@ -228,7 +234,7 @@ def run_encoderlab(spec: dict) -> dict:
         "train": {"epochs": spec["epochs"], "batch_size": spec["batch_size"],
                   "eval_batch_size": spec["eval_batch_size"], "lr": spec["lr"],
                   "warmup_steps": spec["warmup_steps"], "weight_decay": spec["weight_decay"],
-                  "schedule": "linear", "max_grad_norm": spec["max_grad_norm"], "precision": "bf16",
+                  "schedule": "linear", "max_grad_norm": spec["max_grad_norm"], "precision": "auto",
                   "seed": spec["seed"], "device": "cpu", "threads": spec["threads"], "bucket": True},
     })
     with tempfile.TemporaryDirectory(prefix="bench-encoderlab-") as root:
@@ -236,6 +242,7 @@ def run_encoderlab(spec: dict) -> dict:
         run = F.fit(cfg, RunStore(root), progress=False, callback=callback)
         e2e = time.perf_counter() - t_e2e
         status = run.status
+        run_info = run.info
     train_ev = [e for e in events if e["split"] == "train"]
     val_ev = [e for e in events if e["split"] == "validation"]
     final_ev = [e for e in events if e["split"] == "final_validation"]
@@ -259,6 +266,7 @@ def run_encoderlab(spec: dict) -> dict:
             "best_checkpoint_val_accuracy": final_ev[-1]["metrics"]["accuracy"] if final_ev else None,
             "test_accuracy": test_ev[-1]["metrics"]["accuracy"] if test_ev else None,
             "train_loss": train_ev[-1]["metrics"]["loss"], "run_status": status,
+            "precision": run_info.get("precision"), "timing": run_info.get("timing"),
             "encoderlab_tokens_per_s": [e["metrics"]["tokens_per_s"] for e in train_ev]}
 
 
@@ -367,12 +375,26 @@ def run_child(variant: str, spec: dict) -> dict:
         Path(out).unlink(missing_ok=True)
 
 
+def _body_parameters(model: str) -> int:
+    """Parameters a token passes through in matmuls: the encoder without its embedding tables
+    (training costs ~6 FLOP per such parameter per token: forward 2, backward 4)."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+    from encoderlab.models import registry
+    with torch.device("meta"):
+        m = AutoModel.from_config(AutoConfig.from_pretrained(registry.resolve(model)))
+    return sum(p.numel() for n, p in m.named_parameters() if "embeddings" not in n)
+
+
 def table(results: dict, spec: dict) -> str:
-    rows = [("variant", "real tok/s", "padded tok/s", "train wall s", "peak RSS MB", "val acc %",
-             "pad share %", "e2e wall s", "other load")]
+    rows = [("variant", "precision", "real tok/s", "% of matmul peak", "padded tok/s", "train wall s", "peak RSS MB",
+             "val acc %", "pad share %", "e2e wall s", "other load")]
     for v, r in results.items():
         real = r["real_tokens_per_epoch"] * spec["epochs"]
-        rows.append((f"({v}) {VARIANTS[v]}", f"{real / r['train_wall']:,.0f}",
+        prec = "fp32" if v == "a" else spec["precision"]
+        util = real / r["train_wall"] * spec["flop_per_token"] / 1e9 / (spec["matmul_peak_gflops"] if prec == spec["precision"]
+                                                                        else spec.get("fp32_gflops", spec["matmul_peak_gflops"]))
+        rows.append((f"({v}) {VARIANTS[v]}", prec, f"{real / r['train_wall']:,.0f}", f"{100 * util:.0f}",
                      f"{r['padded_tokens'] / r['train_wall']:,.0f}", f"{r['train_wall']:.1f}",
                      f"{r['peak_rss_mb']:,.0f}", f"{100 * r['val_accuracy']:.2f}",
                      f"{100 * (1 - real / r['padded_tokens']):.1f}" if r["padded_tokens"] else "-",
@@ -404,6 +426,12 @@ def ratios(results: dict, spec: dict) -> list[str]:
                f"validation pass, {c['final_epoch_eval_seconds']:.1f} s, not counted: it is the end-of-training "
                f"evaluation); loop-only real tok/s {loop_tps:,.0f}"
                + "".join(f", loop-only (c)/({o}) {loop_tps / tps[o]:.2f}x" for o in ("a", "b") if o in results))
+    t = c.get("timing") or {}
+    if t.get("test"):
+        core = t["train"] + c["final_epoch_eval_seconds"] + t["test"]
+        out.append(f"(c) fit() wall {c['e2e_wall']:.1f} s vs training + one validation pass + one test pass "
+                   f"{core:.1f} s: {c['e2e_wall'] / core:.2f}x; parts (run.json timing): "
+                   + ", ".join(f"{k} {v:.1f}" for k, v in t.items()))
     out.append(f"(c) validation accuracy per epoch: "
                f"{', '.join(f'{100 * a:.2f}' for a in c['val_accuracy_per_epoch'])}; best-checkpoint "
                f"validation {100 * c['best_checkpoint_val_accuracy']:.2f}, test {100 * c['test_accuracy']:.2f}")
@@ -437,6 +465,9 @@ def parse_args(argv=None):
                    help="run a variant again (at most this many times) when other processes used more "
                         "than --busy-threshold cores during it; the quietest attempt is kept (default 1)")
     p.add_argument("--busy-threshold", type=float, default=0.3)
+    p.add_argument("--cpu-kind", choices=["native", *EMULATE], default="native",
+                   help="native, or emulate an older CPU kind in every child (avx2: torch and oneDNN capped at "
+                        "AVX2, where bf16 matmuls are slow)")
     p.add_argument("--json", help="write all results (and the settings) to this JSON file")
     p.add_argument("--results-md", default="auto",
                    help="markdown results file; 'auto' = bench/results/finetune_throughput-<setup>.md "
@@ -457,9 +488,16 @@ def main(argv=None) -> int:
     bad = [v for v in variants if v not in VARIANTS]
     if bad:
         raise SystemExit(f"--variants: unknown {bad}; choose from a, b, c")
+    # before torch is imported here, so the probe below and every child see the same CPU kind
+    os.environ.update(EMULATE.get(args.cpu_kind, {}))
     # steps per epoch are the same for all three: ceil(N / batch) with the last partial batch kept
     sys.path.insert(0, str(REPO))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    torch.set_num_threads(args.threads)
+    from encoderlab import machine
+    probe = machine.probe(refresh=True)
+    best = machine.resolve("auto", "cpu")
     import math
     from encoderlab.config import DataConfig
     from encoderlab.data.dataset import load_data
@@ -469,11 +507,17 @@ def main(argv=None) -> int:
             "epochs": args.epochs, "batch_size": args.batch_size, "eval_batch_size": args.eval_batch_size,
             "lr": args.lr, "warmup_steps": int(args.warmup_ratio * total), "weight_decay": args.weight_decay,
             "max_grad_norm": args.max_grad_norm, "max_length": args.max_length, "seed": args.seed,
-            "threads": args.threads}
+            "threads": args.threads, "precision": best.name}
     command = "python bench/finetune_throughput.py" + "".join(f" {a}" for a in (sys.argv[1:] if argv is None else argv))
     when = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-    header = (f"date {when} | CPU {cpu_name()} ({os.cpu_count()} logical, {cpu_flags()}) | torch threads "
-              f"{args.threads} | python {platform.python_version()}")
+    peak = probe[best.name]
+    header = (f"date {when} | CPU {cpu_name()} ({os.cpu_count()} logical, {cpu_flags()}) | torch capability "
+              f"{machine.capability()}{' (emulated: ' + args.cpu_kind + ')' if args.cpu_kind != 'native' else ''} | "
+              f"matmul fp32 {probe['fp32']:.1f} / bf16 {probe['bf16']:.1f} GFLOP/s -> best precision {best.name} | "
+              f"torch threads {args.threads} | python {platform.python_version()}")
+    spec["flop_per_token"] = 6 * _body_parameters(args.model)
+    spec["matmul_peak_gflops"] = peak
+    spec["fp32_gflops"] = probe["fp32"]
     print(header)
     print(f"settings: {json.dumps(spec)} ({total} optimizer steps)", flush=True)
     results = {}

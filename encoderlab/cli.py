@@ -115,6 +115,27 @@ def cmd_run(args, cfg: C.ExperimentConfig | None = None):
     _after_run(args, run)
 
 
+TIME_PARTS = (("startup", "start-up"), ("setup", "setup"), ("train", "train"), ("eval", "validation"),
+              ("test", "test"), ("checkpoint", "checkpoints"), ("finish", "save"))
+
+
+def time_breakdown(timing: dict) -> str:
+    """'wall 93.2 s = start-up 3.1 + setup 9.0 + train 54.0 + ...' from run.json's timing."""
+    parts = [(label, timing[k]) for k, label in TIME_PARTS if timing.get(k)]
+    other = timing.get("wall", 0.0) - sum(v for _, v in parts)
+    if other > 0.05:
+        parts.append(("other", other))
+    return f"wall {timing.get('wall', 0.0):.1f} s = " + " + ".join(f"{label} {v:.1f}" for label, v in parts)
+
+
+def say_machine_and_time(info: dict) -> None:
+    if info.get("precision_reason"):
+        console.print(f"ran at precision {escape(info['precision_reason'])}; {info.get('threads')} thread(s)",
+                      soft_wrap=True)
+    if info.get("timing"):
+        console.print(f"time: {time_breakdown(info['timing'])}", soft_wrap=True)
+
+
 def say_machine(cfg: C.ExperimentConfig) -> None:
     """The precision and threads the run will use, and why (measured once per machine)."""
     from encoderlab import machine
@@ -381,6 +402,7 @@ def cmd_show(args):
                       f"{data['parameters']:,} parameters")
     console.rule("history")
     print_run_summary(run, args.format)
+    say_machine_and_time(info)
     from encoderlab.analysis import diagnose
     console.rule("diagnostics")
     print_findings(diagnose.load_or_compute(run), show_info=True)

@@ -1,4 +1,4 @@
-"""CLI verbs of store integrity: `store check [--fix]`, `store rebuild`."""
+"""CLI verbs of the store itself: `store check [--fix]`, `store rebuild`, `store du`, `store gc [--apply]`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ def cmd_store(args):
     from encoderlab.cli import _store, console, print_rows
     from encoderlab.store import check as K
     store = _store(args)
+    if args.action in ("du", "gc"):
+        return _space(args, store)
     if args.action == "rebuild":
         n = store.rebuild()
         console.print(f"rebuilt the index of {args.store} from {n} run folders")
@@ -30,12 +32,68 @@ def cmd_store(args):
         raise SystemExit(1)
 
 
+def _mb(n: int) -> float:
+    return round(n / 1e6, 1)
+
+
+def _space(args, store):
+    from encoderlab.cli import console, print_rows
+    from encoderlab.store import space
+    if args.action == "gc":
+        rows = space.gc(store, apply=args.apply)
+        freed = sum(u.reclaimable for u in rows)
+        if rows:
+            print_rows([{"run": u.run, "group": u.group, "size_mb": _mb(u.total), "reclaim_mb": _mb(u.reclaimable),
+                         "what": ", ".join(sorted({"checkpoints/" if p.name == "checkpoints" else "optimizer state"
+                                                   for p in u.paths}))} for u in rows],
+                       [("run", "run"), ("group", "group"), ("size_mb", "size MB"), ("reclaim_mb", "reclaim MB"),
+                        ("what", "what")], args.format,
+                       title=f"store gc: {args.store}" + ("" if args.apply else " (dry run)"))
+        if args.format == "table":
+            verb = "freed" if args.apply else "would free"
+            console.print(f"{'' if args.apply else 'dry run: '}{len(rows)} completed run(s): {verb} {_mb(freed):,.1f} MB"
+                          + ("" if args.apply or not rows else "; delete with: encoderlab store gc --apply"))
+        return
+    rows = space.usage(store)
+    if args.by == "group":
+        groups: dict[str, dict] = {}
+        for u in rows:
+            g = groups.setdefault(u.group or "-", {"group": u.group or "-", "runs": 0, "size_mb": 0.0,
+                                                   "checkpoints_mb": 0.0, "reclaim_mb": 0.0})
+            g["runs"] += 1
+            g["size_mb"] += _mb(u.total)
+            g["checkpoints_mb"] += _mb(u.checkpoints)
+            g["reclaim_mb"] += _mb(u.reclaimable)
+        out = sorted(groups.values(), key=lambda g: -g["size_mb"])
+        cols = [("group", "group"), ("runs", "runs"), ("size_mb", "size MB"), ("checkpoints_mb", "checkpoints MB"),
+                ("reclaim_mb", "reclaimable MB")]
+    else:
+        out = [{"run": u.run, "group": u.group, "status": u.status, "size_mb": _mb(u.total),
+                "model_mb": _mb(u.model), "checkpoints_mb": _mb(u.checkpoints), "reclaim_mb": _mb(u.reclaimable)}
+               for u in rows]
+        cols = [("run", "run"), ("group", "group"), ("status", "status"), ("size_mb", "size MB"),
+                ("model_mb", "model MB"), ("checkpoints_mb", "checkpoints MB"), ("reclaim_mb", "reclaimable MB")]
+    print_rows(out, cols, args.format, title=f"store du: {args.store}")
+    if args.format == "table":
+        total, reclaim = sum(u.total for u in rows), sum(u.reclaimable for u in rows)
+        console.print(f"{len(rows)} runs, {_mb(total):,.1f} MB; completed runs no longer need "
+                      f"{_mb(reclaim):,.1f} MB (encoderlab store gc)")
+
+
 def add_verbs(sub, _cmd) -> None:
     p = _cmd(sub, "store", cmd_store,
              "check the run store (index vs run folders, partial runs, unreadable checkpoints, leftovers "
-             "of interrupted writes) and repair what is safe; or rebuild the index from the folders",
-             "encoderlab store check\n  encoderlab store check --fix\n  encoderlab store rebuild")
-    p.add_argument("action", choices=("check", "rebuild"))
+             "of interrupted writes) and repair what is safe; rebuild the index from the folders; show the "
+             "space per run or group (du); reclaim what completed runs no longer need (gc: dry run unless --apply)",
+             "encoderlab store check\n  encoderlab store check --fix\n  encoderlab store rebuild\n"
+             "  encoderlab store du --by group\n  encoderlab store gc            # dry run\n"
+             "  encoderlab store gc --apply")
+    p.add_argument("action", choices=("check", "rebuild", "du", "gc"))
+    p.add_argument("--by", choices=("run", "group"), default="run", help="du: one row per run or per group")
+    p.add_argument("--apply", action="store_true",
+                   help="gc: really delete (default: only list what would be freed); running, interrupted "
+                        "and failed runs are never touched")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="du / gc output")
     p.add_argument("--fix", action="store_true",
                    help="check: delete temp leftovers of dead writers, drop torn metric lines, re-index; "
                         "never touches partial runs or corrupt checkpoints")

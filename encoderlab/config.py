@@ -134,7 +134,12 @@ class TrainConfig:
     freeze_layers: int = opt(0, "keep the lowest N encoder layers fixed")
     eval_every_steps: int = opt(0, "also evaluate on validation every N steps (0 = per epoch)")
     save_every_steps: int = opt(0, "also checkpoint every N steps (0 = at each epoch end)")
-    keep_checkpoints: int = opt(2, "checkpoints kept besides the best one")
+    keep_checkpoints: int = opt(2, "checkpoints kept besides the best one while the run can still resume")
+    keep_final_checkpoints: bool = opt(False, "keep the checkpoints' weights once the run completes (for `encoderlab "
+                                       "eval --checkpoints`); otherwise a completed run keeps its final model, "
+                                       "metrics and predictions only", late=True)
+    keep_optimizer: bool = opt(False, "keep the checkpoints' optimizer/scheduler state once the run completes "
+                               "(it only serves resuming; twice the model's size per checkpoint)", late=True)
     metric: str = opt("accuracy", "validation metric that picks the best checkpoint",
                       ("accuracy", "macro_f1", "loss"))
     early_stopping: int = opt(0, "stop after N evaluations without improvement (0 = off)")

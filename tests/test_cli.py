@@ -107,7 +107,8 @@ def test_config_reference_and_help(capsys):
 
 def test_eval_checkpoints_and_lrfind_through_cli(exp_file, tmp_path, capsys):
     store = str(tmp_path / "runs")
-    assert main(["--store", store, "run", str(exp_file), "train.eval_every_steps=10", "--quiet"]) == 0
+    assert main(["--store", store, "run", str(exp_file), "train.eval_every_steps=10",
+                 "train.keep_final_checkpoints=true", "--quiet"]) == 0
     capsys.readouterr()
     assert main(["--store", store, "eval", "last", "--split", "test", "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)

@@ -47,6 +47,7 @@ lr = 3e-3
 precision = "fp32"
 threads = 1
 eval_every_steps = 5
+keep_final_checkpoints = true
 [sweep]
 "train.lr" = [3e-3, 3e-4]
 seeds = [0, 1, 2]

@@ -16,7 +16,8 @@ def trained(two_class_csv, tmp_path_factory):
     """2 epochs x 25 steps, validated every 10 steps and at epoch ends: 6 evaluations, 5 kept + best."""
     from encoderlab.store.runs import RunStore
     store = RunStore(tmp_path_factory.mktemp("eval") / "runs")
-    cfg = tiny_config(two_class_csv, train__epochs=2, train__eval_every_steps=10, train__keep_checkpoints=5)
+    cfg = tiny_config(two_class_csv, train__epochs=2, train__eval_every_steps=10, train__keep_checkpoints=5,
+                      train__keep_final_checkpoints=True)
     run = fit(cfg, store, progress=False)
     yield store, run
     store.close()

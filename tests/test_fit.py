@@ -79,12 +79,12 @@ def test_interrupted_run_resumes_to_the_same_result(two_class_csv, tmp_path):
 
 def test_early_stopping_and_checkpoint_retention(two_class_csv, store):
     cfg = tiny_config(two_class_csv, train__epochs=6, train__lr=1e-7, train__early_stopping=1,
-                      train__metric="loss", train__keep_checkpoints=1)
+                      train__metric="loss", train__keep_checkpoints=1, train__keep_final_checkpoints=True)
     run = fit(cfg, store, progress=False)
     # loss keeps falling slowly at lr 1e-7, so switch metric: accuracy plateaus at once
     assert run.status == "completed"
     cfg = tiny_config(two_class_csv, train__epochs=6, train__lr=1e-9, train__early_stopping=2,
-                      train__keep_checkpoints=1)
+                      train__keep_checkpoints=1, train__keep_final_checkpoints=True)
     run = fit(cfg, store, progress=False)
     steps = [r["step"] for r in epoch_table(run)]
     assert len(steps) < 6, steps                              # stopped early

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from encoderlab import machine
+
 from encoderlab.cost.runtime import Predictor
 from encoderlab.encode.text import Encoded, collate
 
@@ -141,7 +143,7 @@ def environment(threads: int) -> dict:
 
 
 def train_step_throughput(model: torch.nn.Module, enc: Encoded, batch_size: int, steps: int, pad_id: int,
-                          precision: str = "bf16", warmup: int = 2, lr: float = 5e-5) -> dict:
+                          precision: str = "auto", warmup: int = 2, lr: float = 5e-5) -> dict:
     """Training tokens/s of forward + backward + AdamW step on real batches (length-bucketed as
     fit does), after `warmup` steps; the model's weights change, so pass a copy you can discard."""
     from encoderlab.encode.text import train_batches
@@ -170,7 +172,7 @@ def train_step_throughput(model: torch.nn.Module, enc: Encoded, batch_size: int,
     total = sum(times)
     return {"train_tokens_per_s": tokens / total, "train_examples_per_s": examples / total,
             "train_step_p50_ms": float(np.median(times) * 1000), "train_steps_timed": len(times),
-            "train_precision": precision, "train_batch_size": batch_size}
+            "train_precision": machine.resolve(precision, dev).name, "train_batch_size": batch_size}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -65,9 +65,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _checkpoint_problem(folder: Path) -> str:
+def _checkpoint_problem(folder: Path, resumable: bool = True) -> str:
+    """What is wrong with a checkpoint; a completed run's checkpoints need no optimizer state."""
     from safetensors import safe_open
-    for name in ("model.safetensors", "trainer.pt", "state.json"):
+    for name in ("model.safetensors", "trainer.pt", "state.json") if resumable else ("model.safetensors", "state.json"):
         if not (folder / name).is_file():
             return f"{name} missing"
     try:
@@ -104,7 +105,7 @@ def _run_folder(store: RunStore, folder: Path, report: Report) -> dict | None:
     ckpts = folder / "checkpoints"
     for c in sorted(ckpts.glob("step-*")) if ckpts.is_dir() else []:
         report.checkpoints += 1
-        problem = _checkpoint_problem(c)
+        problem = _checkpoint_problem(c, resumable=info.get("status") != "completed")
         if problem:
             report.findings.append(Finding("corrupt_checkpoint", rid, str(c), problem))
     metrics = folder / "metrics.jsonl"

@@ -20,6 +20,7 @@ from encoderlab.data.ranking import RankData, load_ranking
 from encoderlab.encode.budget import Segments, single_batch
 from encoderlab.models import ranking as RM
 from encoderlab.retrieval import VectorIndex
+from encoderlab.store import space
 from encoderlab.store.runs import Run, RunStore, now
 from encoderlab.train import checkpoint
 from encoderlab.train.fit import ProgressBar, autocast, emitter, pick_device
@@ -228,6 +229,7 @@ def _finish(s: BiSetup, run: Run, emit, state: dict) -> Run:
     if s.cfg.ranking.mode == "bi":
         RM.save(s.model, s.tokenizer, run.dir / "model", {"mode": "bi", "ranking": C.to_dict(s.cfg.ranking)})
     run.update(status="completed", finished=now(), test_accuracy=results["test"]["accuracy"], message="")
+    space.lean_completed(run.dir)
     return run
 
 

@@ -21,6 +21,7 @@ from encoderlab import metrics as M
 from encoderlab.data.ranking import RankData, load_ranking
 from encoderlab.encode.budget import Segments, pair_batch
 from encoderlab.models import ranking as RM
+from encoderlab.store import space
 from encoderlab.store.runs import Run, RunStore, now
 from encoderlab.train import checkpoint
 from encoderlab.train.fit import ProgressBar, autocast, emitter, pick_device
@@ -206,4 +207,5 @@ def _finish(run: Run, model, tok, views, cfg, device, emit, state, summary, know
     RM.save(model, tok, run.dir / "model", {"mode": "cross", "ranking": C.to_dict(cfg.ranking)})
     run.update(status="completed", finished=now(), test_accuracy=results["test"]["accuracy"], data=summary,
                message="")
+    space.lean_completed(run.dir)
     return run

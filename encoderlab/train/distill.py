@@ -31,6 +31,7 @@ from encoderlab.data.dataset import load_data
 from encoderlab.encode.text import collate, encode_split, train_batches
 from encoderlab.errors import ConfigError, StoreError
 from encoderlab.models import classifier
+from encoderlab.store import space
 from encoderlab.store.runs import Run, RunStore, now
 from encoderlab.train import checkpoint
 from encoderlab.train.fit import (ProgressBar, _write_predictions, autocast, emitter, evaluate, pick_device,
@@ -279,4 +280,5 @@ def _finish(run, cfg, student, tok, data, enc, state, pad_id, device, emit, tmet
                                                       "layers_from_teacher": kept})
     run.update(status="completed", finished=now(), test_accuracy=results["test"]["accuracy"],
                test_macro_f1=results["test"]["macro_f1"], message="")
+    space.lean_completed(run.dir)
     return run

@@ -27,7 +27,7 @@ from encoderlab.encode.text import Encoded, encode_split, eval_batches, padding_
 from encoderlab.errors import EncoderlabError, StoreError
 from encoderlab.faults import fault
 from encoderlab.models import classifier
-from encoderlab.store import atomic
+from encoderlab.store import atomic, space
 from encoderlab.store.runs import Run, RunStore, now
 from encoderlab.train import checkpoint, distributed, tracking
 from encoderlab.train.optim import make_optimizer, make_scheduler
@@ -198,6 +198,7 @@ def sigterm_as_interrupt():
 def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
         callback: Callback | None = None, progress: bool = True) -> Run:
     """Train (or continue) one run; returns it completed, or raises after marking it."""
+    clock = Clock()
     world = distributed.init()
     if resume is not None:
         if world.size > 1:
@@ -229,17 +230,21 @@ def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
     track = tracking.Trackers(cfg, run, store.root) if cfg.tracking and world.lead else None
     emit = emitter(run, callback, track)
     ckpt_dir = run.dir / "checkpoints" if world.lead else None
+    best_val: dict = {}     # the best evaluation's scores and logits: _finish need not score it again
 
     def save(keep: set[str] | None) -> None:
         """Checkpoint (rank 0 only), then prune all but `keep` and the newest (None: no pruning)."""
         if world.lead:
-            checkpoint.save(ckpt_dir, s.model, opt, sched, state)
-            if keep is not None:
-                checkpoint.prune(ckpt_dir, tc.keep_checkpoints, keep)
+            with clock("checkpoint"):
+                checkpoint.save(ckpt_dir, s.model, opt, sched, state)
+                if keep is not None:
+                    checkpoint.prune(ckpt_dir, tc.keep_checkpoints, keep)
 
     def eval_and_save(epoch_float: float) -> bool:
         """Validate, checkpoint, track the best; True when early stopping says stop."""
-        scores, _ = evaluate(s.model, s.enc["validation"], s.data.label_names, tc, s.device, s.class_weights)
+        with clock("eval"):
+            scores, logits = evaluate(s.model, s.enc["validation"], s.data.label_names, tc, s.device,
+                                      s.class_weights)
         s.model.train()
         emit({"split": "validation", "step": state["step"], "epoch": epoch_float,
               "metrics": {k: scores[k] for k in ("loss", "accuracy", "macro_f1")},
@@ -250,6 +255,7 @@ def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
         if better:
             state["best"] = {"metric": tc.metric, "value": value, "step": state["step"], "epoch": epoch_float}
             state["bad_evals"] = 0
+            best_val.update(step=state["step"], scores=scores, logits=logits)
         else:
             state["bad_evals"] += 1
         save({f"step-{state['best']['step']}"})
@@ -259,6 +265,7 @@ def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
 
     bar = ProgressBar(progress and world.lead, total, state["step"])
     s.model.train()
+    clock.add("setup", clock.since_start())
     try:
         with graceful_stop() as stop_asked, bar:
             for epoch in range(state["epoch"], tc.epochs):
@@ -301,13 +308,13 @@ def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
                         tr.setdefault("curve", []).append([state["step"], tr["loss"] / max(tr["seen"], 1)])
                     bar.advance(epoch, tr["loss"] / max(tr["seen"], 1))
                     if stop_asked["n"]:
-                        tr["seconds"] += time.perf_counter() - t0
+                        tr["seconds"] += clock.lap("train", t0)
                         save(None)
                         raise KeyboardInterrupt
                     done = tc.max_steps and state["step"] >= tc.max_steps
                     if tc.eval_every_steps and state["step"] % tc.eval_every_steps == 0 and not done \
                             and state["batch"] < len(batches):
-                        tr["seconds"] += time.perf_counter() - t0
+                        tr["seconds"] += clock.lap("train", t0)
                         t0 = time.perf_counter()
                         if eval_and_save(epoch + state["batch"] / len(batches)):
                             raise _Stop
@@ -315,7 +322,7 @@ def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
                         save({f"step-{state['best']['step']}"} if state["best"] else set())
                     if done:
                         break
-                tr["seconds"] += time.perf_counter() - t0
+                tr["seconds"] += clock.lap("train", t0)
                 world.fold(tr)
                 frac = state["batch"] / len(batches)
                 emit({"split": "train", "step": state["step"], "epoch": epoch + frac,
@@ -349,7 +356,9 @@ def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
     if not world.lead:
         world.close()
         return run
-    run = _finish(run, s, state, emit)
+    with clock("finish"):
+        run = _finish(run, s, state, emit, best_val, clock)
+    run.update(timing=clock.merged(run.info.get("timing")))
     world.close()
     if track:
         track.finish(run, "completed")
@@ -367,17 +376,27 @@ def reopen(run: Run, model, opt, sched, state: dict) -> dict:
     return state
 
 
-def _finish(run: Run, s: Setup, state: dict, emit) -> Run:
-    """Reload the best checkpoint, score validation and test, save predictions and the model."""
+def _finish(run: Run, s: Setup, state: dict, emit, best_val: dict | None = None, clock: "Clock | None" = None) -> Run:
+    """Score the best checkpoint on validation and test, save predictions and the model, then drop
+    what only a resume needs. The best checkpoint is reloaded only when it is not the model in memory,
+    and its validation pass is reused when this process ran it."""
     tc = s.cfg.train
     best = run.dir / "checkpoints" / f"step-{state['best']['step']}"
-    checkpoint.load_weights(best, s.model)
+    if state["best"]["step"] != state["step"] or not best_val:
+        checkpoint.load_weights(best, s.model)
     fault("finish")
     pred_dir = run.dir / "predictions"
     pred_dir.mkdir(exist_ok=True)
     results = {}
     for split in ("validation", "test"):
-        scores, logits = evaluate(s.model, s.enc[split], s.data.label_names, tc, s.device, s.class_weights)
+        if split == "validation" and best_val and best_val.get("step") == state["best"]["step"]:
+            scores, logits = best_val["scores"], best_val["logits"]
+        else:
+            t = time.perf_counter()
+            scores, logits = evaluate(s.model, s.enc[split], s.data.label_names, tc, s.device, s.class_weights)
+            if clock:     # the final passes count as evaluation, not as the rest of finishing
+                clock.add(split if split == "test" else "eval", time.perf_counter() - t)
+                clock.add("finish", -(time.perf_counter() - t))
         results[split] = scores
         emit({"split": f"final_{split}" if split == "validation" else "test", "step": state["best"]["step"],
               "epoch": state["best"]["epoch"],
@@ -391,6 +410,7 @@ def _finish(run: Run, s: Setup, state: dict, emit) -> Run:
             "best_checkpoint": best.name})
     run.update(status="completed", finished=now(), test_accuracy=results["test"]["accuracy"],
                test_macro_f1=results["test"]["macro_f1"], message="")
+    space.lean_completed(run.dir)
     return run
 
 
@@ -412,6 +432,54 @@ def emitter(run: Run, callback: Callback | None, track: tracking.Trackers | None
         if callback:
             callback(event)
     return emit
+
+
+class Clock:
+    """Where a run's wall time goes: setup (data, tokens, model), train, eval, checkpoint, finish,
+    and the process start-up before the run (imports), counted for the process's first run only."""
+    _first = True
+
+    def __init__(self):
+        self.t0 = time.perf_counter()
+        self.parts = {"startup": _process_age() if Clock._first else 0.0}
+        Clock._first = False
+
+    def lap(self, part: str, t0: float) -> float:
+        """Seconds since `t0`, added to `part`."""
+        dt = time.perf_counter() - t0
+        self.add(part, dt)
+        return dt
+
+    def since_start(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def add(self, part: str, seconds: float) -> None:
+        self.parts[part] = self.parts.get(part, 0.0) + seconds
+
+    @contextlib.contextmanager
+    def __call__(self, part: str):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(part, time.perf_counter() - t)
+
+    def merged(self, before: dict | None) -> dict:
+        """This process's parts added to those of earlier processes of the same run (a resume)."""
+        out = dict(before or {})
+        for k, v in {**self.parts, "wall": self.parts.get("startup", 0.0) + self.since_start()}.items():
+            out[k] = round(out.get(k, 0.0) + v, 3)
+        return out
+
+
+def _process_age() -> float:
+    """Seconds since this process started (Linux /proc; 0 elsewhere)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 class ProgressBar:

@@ -30,6 +30,7 @@ from encoderlab.encode.vocab import check_known
 from encoderlab.errors import ConfigError, EncoderlabError
 from encoderlab.models import classifier
 from encoderlab.store import atomic
+from encoderlab.store import space
 from encoderlab.store.runs import Run, RunStore, now
 from encoderlab.train import checkpoint
 from encoderlab.faults import fault
@@ -619,6 +620,7 @@ def _finish(run: Run, s: Setup, state: dict, emit) -> Run:
                                       "max_length": s.cfg.encode.max_length, "best_checkpoint": best.name,
                                       "heldout": metrics})
     run.update(status="completed", finished=now(), message="")
+    space.lean_completed(run.dir)
     return run
 
 

@@ -84,7 +84,8 @@ class _Evil:
 
 def test_a_pickle_that_runs_code_is_refused(two_class_csv, store, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    run = fit(tiny_config(two_class_csv, name="victim", **{"train.epochs": 1}), store, progress=False)
+    run = fit(tiny_config(two_class_csv, name="victim", **{"train.epochs": 1, "train.keep_final_checkpoints": True,
+                                                           "train.keep_optimizer": True}), store, progress=False)
     ckpt = run.checkpoints[-1]
     (ckpt / "trainer.pt").write_bytes(pickle.dumps({"optimizer": _Evil()}))
     with pytest.raises(StoreError, match="refused to load"):
@@ -109,7 +110,8 @@ def test_run_names_cannot_leave_the_store(two_class_csv, store):
 
 
 def test_store_check_reports_and_fixes_leftovers(two_class_csv, store):
-    run = fit(tiny_config(two_class_csv, name="ok", **{"train.epochs": 1}), store, progress=False)
+    run = fit(tiny_config(two_class_csv, name="ok", **{"train.epochs": 1, "train.keep_final_checkpoints": True}), store,
+              progress=False)
     assert not K.check(store).findings
     # what crashes leave behind: a temp file of a dead writer, a torn metrics line, a missing row
     (run.dir / ".run.json.tmp-999999").write_text("{")

@@ -410,7 +410,7 @@ def cmd_predict(args):
     *refs, input_path = args.targets
     store = _store(args)
     if args.group:
-        from encoderlab.analysis.compare import select
+        from encoderlab.analysis.select import select
         runs = select(store, group=args.group, ids=refs or None)
         if not runs:
             raise ConfigError(f"no completed runs in group '{args.group}' (see `encoderlab runs --group ...`)")

@@ -12,13 +12,13 @@ from encoderlab.cli import _store, console, print_findings
 
 
 def select(args, status="completed"):
-    from encoderlab.analysis import compare as CMP
+    from encoderlab.analysis import select as SEL
     from encoderlab.errors import StoreError
-    runs = CMP.select(_store(args), group=args.group, ids=args.runs or None, name=args.name,
+    runs = SEL.select(_store(args), group=args.group, ids=args.runs or None, name=args.name,
                       status=args.status or status)
     for cond in getattr(args, "where", None) or []:
         key, value = C.parse_override(cond)
-        runs = CMP.split_by(runs, key, [value])[0] if runs else runs
+        runs = SEL.split_by(runs, key, [value])[0] if runs else runs
     if not runs:
         raise StoreError("no runs match; see `encoderlab runs` (only completed runs are compared "
                          "unless --status any)")
@@ -33,7 +33,7 @@ def emit(table, fmt):
         print(table.render(fmt), end="" if fmt in ("csv", "json") else "\n")
     if fmt in ("table", "markdown"):
         if getattr(table, "fixed", None):
-            from encoderlab.analysis.compare import fixed_rows
+            from encoderlab.analysis.configs import fixed_rows
             rows = fixed_rows(table.fixed)
             if rows:
                 console.print("same in all: " + ", ".join(f"{r['key']}={r['value']}" for r in rows), markup=False)
@@ -43,11 +43,13 @@ def emit(table, fmt):
 
 def cmd_compare(args):
     from encoderlab.analysis import compare as CMP
+    from encoderlab.analysis.paired import paired
+    from encoderlab.analysis.select import split_by
     runs = select(args)
     if args.paired:
         key, a, b = args.paired
-        side_a, side_b = CMP.split_by(runs, key, [a, b])
-        result = CMP.paired(side_a, side_b, metric=args.metric, split=args.split)
+        side_a, side_b = split_by(runs, key, [a, b])
+        result = paired(side_a, side_b, metric=args.metric, split=args.split)
         if args.format == "json":
             print(json.dumps(result.to_dict(), indent=2, default=str))
             return

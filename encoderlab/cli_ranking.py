@@ -84,10 +84,10 @@ def cmd_rank(args):
 
 
 def cmd_rank_table(args):
-    from encoderlab.analysis import compare as CMP
     from encoderlab.analysis import ranking as AR
+    from encoderlab.analysis.select import select
     from encoderlab.cli_analysis import emit as _emit
-    runs = CMP.select(_store(args), group=args.group, ids=args.runs or None, name=args.name)
+    runs = select(_store(args), group=args.group, ids=args.runs or None, name=args.name)
     if not runs:
         from encoderlab.errors import StoreError
         raise StoreError("no completed runs match; see `encoderlab runs`")

@@ -1,4 +1,7 @@
-"""Render row dicts as a terminal table (rich), Markdown, CSV or JSON.
+"""The one table model and renderer: row dicts as a terminal table (rich), Markdown, CSV or JSON.
+
+Every table the CLI, the report and the benchmarks print goes through here: either a `Table`
+(rows, column specs, title and notes) or bare rows plus a column spec.
 
 A column spec is a list of ``(key, header)`` or ``(key, header, fmt)``; ``fmt`` is the number of
 decimals for floats (default 4, or the per-key default in ``DIGITS``) or ``"g"`` for config values
@@ -17,6 +20,7 @@ import io
 import json
 import math
 import re
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 FORMATS = ("table", "markdown", "csv", "json")
@@ -176,3 +180,27 @@ def render(rows: Sequence[dict], columns: Iterable[Any], fmt: str = "table", tit
             .print(rich_table(rows, columns, title))
         return buf.getvalue()
     raise ValueError(f"unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
+
+
+@dataclass
+class Table:
+    """Rows (plain dicts) and how to show them.
+
+    ``columns`` is the human view (e.g. formatted "mean ± std" strings); ``data_columns`` the
+    machine view (numeric mean / std / n fields) used for CSV and JSON when given. The notes:
+    ``fixed`` (config fields equal in all rows), ``varied`` (the config keys that differ between
+    rows) and ``warnings`` (sentences printed under the table)."""
+    rows: list[dict]
+    columns: list[tuple]
+    data_columns: list[tuple] | None = None
+    title: str = ""
+    fixed: dict[str, Any] = field(default_factory=dict)
+    varied: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def render(self, fmt: str = "table", width: int = 160) -> str:
+        machine = fmt in ("csv", "json") and self.data_columns
+        return render(self.rows, self.data_columns if machine else self.columns, fmt, self.title, width)
+
+    def print(self, console=None) -> None:
+        print_table(self.rows, self.columns, self.title, console)

@@ -128,9 +128,8 @@ def e2e_table(runs: Sequence[Run]) -> Table:
 def e2e_figure(bi_runs: Sequence[Run], cross_runs: Sequence[Run], path: Path) -> Path:
     """Recall@k of the bi-encoder(s) against k, with each cross-encoder's end-to-end accuracy
     (retrieval recall x reranking accuracy) marked at its k."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from encoderlab.analysis.plots import pyplot
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for f in read_facts(bi_runs):
         m = (f.last("test") or {}).get("metrics", {})

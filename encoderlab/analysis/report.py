@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,24 +16,11 @@ from typing import Sequence
 import numpy as np
 
 from encoderlab.analysis import compare as CMP
+from encoderlab.analysis.plots import png, pyplot
 from encoderlab.analysis import render as R
 from encoderlab.analysis import tradeoff as TO
 from encoderlab.analysis.tables import epoch_table
 from encoderlab.store.runs import Run
-
-
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    _plt().close(fig)
-    return buf.getvalue()
 
 
 def configurations(runs: Sequence[Run]) -> dict[str, list[Run]]:
@@ -47,7 +33,7 @@ def configurations(runs: Sequence[Run]) -> dict[str, list[Run]]:
 def learning_curves(runs: Sequence[Run]) -> bytes:
     """2x2 panels (train/val x loss/accuracy) per epoch: one line per configuration = mean over its
     runs, shaded band = min..max over seeds/folds."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
     panels = [("train_loss", "train loss"), ("val_loss", "validation loss"),
               ("train_acc", "train accuracy"), ("val_acc", "validation accuracy")]
@@ -77,7 +63,7 @@ def learning_curves(runs: Sequence[Run]) -> bytes:
         fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8,
                    bbox_to_anchor=(0.5, -0.02 - 0.03 * (len(labels) // 3)))
     fig.tight_layout(rect=(0, 0.06, 1, 1))
-    return _png(fig)
+    return png(fig)
 
 
 def best_run(runs: Sequence[Run]) -> Run | None:
@@ -93,7 +79,7 @@ def best_run(runs: Sequence[Run]) -> Run | None:
 def confusion_plot(run: Run, split: str = "test") -> bytes:
     """Row-normalised confusion matrix of a run's stored predictions."""
     import pandas as pd
-    plt = _plt()
+    plt = pyplot()
     df = pd.read_csv(run.dir / "predictions" / f"{split}.csv", keep_default_na=False, dtype=str)
     names = run.labels()
     idx = {n: i for i, n in enumerate(names)}
@@ -117,7 +103,7 @@ def confusion_plot(run: Run, split: str = "test") -> bytes:
                         color="white" if norm[i, j] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.04, label="share of the true class")
     ax.set_title(f"{split} confusion, run {run.id}")
-    return _png(fig)
+    return png(fig)
 
 
 def _diagnostics(runs: Sequence[Run]) -> list[dict]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.markup import escape
 
 from encoderlab import config as C
+from encoderlab.analysis import render as R
 from encoderlab.cli import _store, console, print_findings
 
 
@@ -26,11 +27,8 @@ def select(args, status="completed"):
 
 
 def emit(table, fmt):
-    """A compare Table: rich table for people, markdown/csv/json for machines; then its notes."""
-    if fmt == "table":
-        table.print(console)
-    else:
-        print(table.render(fmt), end="" if fmt in ("csv", "json") else "\n")
+    """A Table: rich table for people, markdown/csv/json for machines; then its notes."""
+    R.emit(table, fmt, console)
     if fmt in ("table", "markdown"):
         if getattr(table, "fixed", None):
             from encoderlab.analysis.configs import fixed_rows
@@ -81,6 +79,15 @@ def cmd_diagnose(args):
         out["(group)"] = [f.to_dict() for f in diagnose.diagnose_group(runs)]
         print(json.dumps(out, indent=2))
         return
+    if args.format != "table":
+        from encoderlab.analysis.findings import FINDING_COLUMNS
+        rows = [{"run": r.id, **f.to_dict()} for r in runs for f in diagnose.load_or_compute(r)
+                if args.all or f.severity != "info"]
+        if len(runs) > 1:
+            rows += [{"run": "(group)", **f.to_dict()} for f in diagnose.diagnose_group(runs)
+                     if args.all or f.severity != "info"]
+        R.emit(R.Table(rows, FINDING_COLUMNS, title="diagnostics"), args.format, console)
+        return
     for run in runs:
         console.rule(f"{run.id} ({run.status})")
         print_findings(diagnose.load_or_compute(run), show_info=args.all)
@@ -121,14 +128,15 @@ def add_verbs(sub, _cmd) -> None:
     p.add_argument("--checkpoints", action="store_true", help="metrics at each saved checkpoint, per run")
     p.add_argument("--paired", nargs=3, metavar=("KEY", "A", "B"),
                    help="paired comparison of KEY=A vs KEY=B over matched seeds/folds")
-    p.add_argument("--format", choices=["table", "markdown", "csv", "json"], default="table")
+    p.add_argument("--format", choices=R.FORMATS, default="table")
 
     p = _cmd(sub, "diagnose", cmd_diagnose, "name what went wrong in runs (collapse, no learning, LR too "
              "high, overfitting, padding waste, seed variance ...) with evidence and a fix",
              "encoderlab diagnose --group pre-vs-npre")
     selection_flags(p)
     p.add_argument("--all", action="store_true", help="also informational findings")
-    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--format", choices=R.FORMATS, default="table",
+                   help="table/json: findings per run; markdown/csv: one table of all findings")
 
     p = _cmd(sub, "report", cmd_report, "write a self-contained HTML (or Markdown) report of runs",
              "encoderlab report --group pre-vs-npre -o report.html")

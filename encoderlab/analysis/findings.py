@@ -6,6 +6,9 @@ import math
 from dataclasses import asdict, dataclass
 
 SEVERITIES = ("error", "warning", "info")
+# findings as table rows ({"run", **Finding.to_dict()}): the report's and `diagnose --format markdown/csv`
+FINDING_COLUMNS = [("run", "run"), ("severity", "severity"), ("title", "finding"), ("evidence", "evidence"),
+                   ("fix", "suggested fix")]
 
 
 @dataclass(frozen=True)

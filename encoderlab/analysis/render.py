@@ -1,4 +1,5 @@
-"""The one table model and renderer: row dicts as a terminal table (rich), Markdown, CSV or JSON.
+"""The one table model and renderer: row dicts as a terminal table (rich), Markdown, CSV or JSON
+(and HTML for the report).
 
 Every table the CLI, the report and the benchmarks print goes through here: either a `Table`
 (rows, column specs, title and notes) or bare rows plus a column spec.
@@ -126,6 +127,24 @@ def to_markdown(rows: Sequence[dict], columns: Iterable[Any], title: str = "") -
     return "\n".join(lines) + "\n"
 
 
+def to_html(rows: Sequence[dict], columns: Iterable[Any]) -> str:
+    """An HTML <table> (cells escaped); numeric cells get class "num", a `severity` cell its value."""
+    import html
+    cols = columns_of(columns)
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for _, h, _ in cols)
+    body = []
+    for r in rows:
+        cells = []
+        for key, _, fmt in cols:
+            v = r.get(key)
+            num = isinstance(v, (int, float)) and not isinstance(v, bool)
+            text = format_value(v, fmt, key)
+            cls = f' class="{html.escape(str(v))}"' if key == "severity" else (' class="num"' if num else "")
+            cells.append(f"<td{cls}>{html.escape(text)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
 def to_csv(rows: Sequence[dict], columns: Iterable[Any]) -> str:
     cols = columns_of(columns)
     buf = io.StringIO()
@@ -204,3 +223,14 @@ class Table:
 
     def print(self, console=None) -> None:
         print_table(self.rows, self.columns, self.title, console)
+
+
+def emit(table: Table, fmt: str = "table", console=None) -> None:
+    """Print a table in one of FORMATS: a rich table on `console` for people, else its Markdown
+    (followed by a blank line), CSV or JSON text on stdout."""
+    if fmt == "table":
+        table.print(console)
+        return
+    import sys
+    text = table.render(fmt)
+    sys.stdout.write(text + ("\n" if fmt in ("markdown", "md") else ""))

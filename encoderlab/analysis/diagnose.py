@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 
 from encoderlab.analysis.configs import config_key
-from encoderlab.analysis.findings import SEVERITIES, Finding, ordered
+from encoderlab.analysis.findings import SEVERITIES, Finding, ordered, unfinished_fix
 from encoderlab.analysis.rules_group import diagnose_group
 from encoderlab.analysis.rules_run import run_findings
 from encoderlab.analysis.run_evidence import prior_entropy, prior_loss, read_run
@@ -45,9 +45,7 @@ def _pretrain_findings(run: Run) -> list[Finding]:
         msg = run.info.get("message") or ""
         found.append(Finding("incomplete", "info", f"pretraining run is {status}",
                              "model warnings are checked when it finishes" + (f"; message: {msg}" if msg else ""),
-                             "resume it: encoderlab resume RUN" if status == "interrupted" else
-                             "read the message; fix the cause and start the run again" if status == "failed"
-                             else "wait for the run to finish, then diagnose again"))
+                             unfinished_fix(status)))
     return found
 
 

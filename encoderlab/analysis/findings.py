@@ -37,6 +37,15 @@ def ordered(findings: list[Finding]) -> list[Finding]:
     return sorted(findings, key=lambda f: SEVERITIES.index(f.severity))
 
 
+def unfinished_fix(status: str) -> str:
+    """The fix of an 'incomplete' finding for a run with this status."""
+    if status == "interrupted":
+        return "resume it: encoderlab resume RUN"
+    if status == "failed":
+        return "read the message; fix the cause and start the run again"
+    return "wait for the run to finish, then diagnose again"
+
+
 def finite(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 

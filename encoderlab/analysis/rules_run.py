@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from encoderlab.analysis.findings import Finding, finite, fmt, g, pct
+from encoderlab.analysis.findings import Finding, finite, fmt, g, pct, unfinished_fix
 from encoderlab.analysis.run_evidence import RunContext, at, label_dist, prior_entropy, prior_loss, series
 from encoderlab.analysis.thresholds import (
     BASELINE_ACC_MARGIN, COLLAPSE_OTHER_RECALL, COLLAPSE_SHARE, DIVERGE_LOSS_FACTOR, DIVERGE_MIN_ABS_RISE,
@@ -408,9 +408,7 @@ def _incomplete(ctx: RunContext, status: str) -> Finding | None:
         "incomplete", "info", f"run is {status}: diagnosed from what was logged so far",
         f"{len(ctx.train)} train and {len(ctx.val)} validation events, "
         f"{'a' if 'test' in ctx.final else 'no'} test event" + (f"; message: {msg}" if msg else ""),
-        "resume it: encoderlab resume RUN" if status == "interrupted" else
-        "read the message; fix the cause and start the run again" if status == "failed" else
-        "wait for the run to finish, then diagnose again")
+        unfinished_fix(status))
 
 
 def run_findings(ctx: RunContext, status: str) -> list[Finding]:

@@ -33,7 +33,6 @@ def _lr_advice(ctx: RunContext, direction: str) -> str:
     return f"raise train.lr: train.lr={g(float(f'{new:.1g}'))} (now {g(lr)}{note})"
 
 
-
 def _prior_ref(ctx: RunContext, r: dict) -> float | None:
     bal = ctx.data.get("train_class_balance")
     dist = label_dist(r.get("detail") or {})
@@ -64,7 +63,6 @@ def _final_or_last(ctx: RunContext) -> list[tuple[str, dict]]:
     if not out and ctx.val:
         out = [("validation", ctx.val[-1])]
     return out
-
 
 
 # -- the rules ---------------------------------------------------------------------------------

@@ -49,8 +49,8 @@ class RunContext:
         return before[-1]["loss"] if before else None
 
 
-
 def read_run(run: Run) -> RunContext:
+    """The run's info, config (None when unreadable) and train / validation / final events."""
     info = run.info
     try:
         cfg = run.config()
@@ -76,13 +76,12 @@ def read_run(run: Run) -> RunContext:
         if r["split"] in ("final_validation", "test"):
             final[r["split"]] = r
     return RunContext(info, info.get("data") or {}, cfg, [r for r in rows if r["split"] == "train"],
-                [r for r in rows if r["split"] == "validation"], final)
+                      [r for r in rows if r["split"] == "validation"], final)
 
 
 def _num(x):
     """A logged loss as a float; a null one (NaN written by an older version) counts as NaN."""
     return float("nan") if x is None else float(x)
-
 
 
 def at(r: dict) -> str:
@@ -92,7 +91,6 @@ def at(r: dict) -> str:
 
 def series(rows: list[dict], key: str = "loss") -> str:
     return ", ".join(fmt(r[key]) for r in rows)
-
 
 
 # -- label priors ------------------------------------------------------------------------------

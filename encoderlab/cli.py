@@ -11,9 +11,9 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from encoderlab import config as C
+from encoderlab.analysis import render as R
 from encoderlab.errors import EncoderlabError, StoreError
 
 # pipes and CI logs get a wide fixed width instead of rich's 80-column fallback
@@ -30,35 +30,10 @@ def _store(args):
 
 # -- printing ------------------------------------------------------------------------------------
 
-DIGITS = {"epoch": 2, "elapsed": 1, "seconds": 1, "tokens_per_s": 0}
 
-
-def _fmt(v, digits=4):
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    return str(v)
-
-
-def print_rows(rows: list[dict], columns: list[tuple[str, str]], fmt: str = "table", title: str = "") -> None:
-    """rows as a rich table, or JSON / CSV for machines."""
-    if fmt == "json":
-        print(json.dumps([{k: r.get(k) for k, _ in columns} for r in rows], indent=2))
-        return
-    if fmt == "csv":
-        import csv
-        w = csv.writer(sys.stdout)
-        w.writerow([k for k, _ in columns])
-        w.writerows([[r.get(k) for k, _ in columns] for r in rows])
-        return
-    t = Table(title=title or None, title_justify="left")
-    for key, head in columns:
-        numeric = all(isinstance(r.get(key), (int, float, type(None))) for r in rows)
-        t.add_column(head, justify="right" if numeric else "left")
-    for r in rows:
-        t.add_row(*[_fmt(r.get(k), DIGITS.get(k, 4)) for k, _ in columns])
-    console.print(t)
+def print_rows(rows: list[dict], columns: list[tuple], fmt: str = "table", title: str = "") -> None:
+    """rows as a rich table, or Markdown / CSV / JSON for machines (see encoderlab.analysis.render)."""
+    R.emit(R.Table(rows, columns, title=title), fmt, console)
 
 
 EPOCH_COLUMNS = [("epoch", "epoch"), ("step", "step"), ("train_loss", "train loss"), ("train_acc", "train acc"),
@@ -283,6 +258,9 @@ def cmd_tokenizer_train(args):
     if args.format == "json":
         print(json.dumps(d, indent=2))
         return
+    if args.format != "table":
+        print_rows([d], [(k, k) for k in d], args.format)
+        return
     example = corpus.sentences[0]
     tokens = tok.convert_ids_to_tokens(tok(example)["input_ids"])
     what = {"wordpiece": "a WordPiece tokenizer", "bpe": "a byte-level BPE tokenizer",
@@ -443,7 +421,7 @@ def cmd_predict(args):
     *refs, input_path = args.targets
     store = _store(args)
     if args.group:
-        from encoderlab.analysis.compare import select
+        from encoderlab.analysis.select import select
         runs = select(store, group=args.group, ids=refs or None)
         if not runs:
             raise ConfigError(f"no completed runs in group '{args.group}' (see `encoderlab runs --group ...`)")
@@ -518,7 +496,7 @@ def _experiment_flags(p, file_help: str):
 
 
 def _fmt_flag(p):
-    p.add_argument("--format", choices=["table", "json", "csv"], default="table", help="output format")
+    p.add_argument("--format", choices=R.FORMATS, default="table", help="output format")
 
 
 def build_parser() -> argparse.ArgumentParser:

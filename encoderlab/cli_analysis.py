@@ -8,17 +8,18 @@ from pathlib import Path
 from rich.markup import escape
 
 from encoderlab import config as C
+from encoderlab.analysis import render as R
 from encoderlab.cli import _store, console, print_findings
 
 
 def select(args, status="completed"):
-    from encoderlab.analysis import compare as CMP
+    from encoderlab.analysis import select as SEL
     from encoderlab.errors import StoreError
-    runs = CMP.select(_store(args), group=args.group, ids=args.runs or None, name=args.name,
+    runs = SEL.select(_store(args), group=args.group, ids=args.runs or None, name=args.name,
                       status=args.status or status)
     for cond in getattr(args, "where", None) or []:
         key, value = C.parse_override(cond)
-        runs = CMP.split_by(runs, key, [value])[0] if runs else runs
+        runs = SEL.split_by(runs, key, [value])[0] if runs else runs
     if not runs:
         raise StoreError("no runs match; see `encoderlab runs` (only completed runs are compared "
                          "unless --status any)")
@@ -26,14 +27,11 @@ def select(args, status="completed"):
 
 
 def emit(table, fmt):
-    """A compare Table: rich table for people, markdown/csv/json for machines; then its notes."""
-    if fmt == "table":
-        table.print(console)
-    else:
-        print(table.render(fmt), end="" if fmt in ("csv", "json") else "\n")
+    """A Table: rich table for people, markdown/csv/json for machines; then its notes."""
+    R.emit(table, fmt, console)
     if fmt in ("table", "markdown"):
         if getattr(table, "fixed", None):
-            from encoderlab.analysis.compare import fixed_rows
+            from encoderlab.analysis.configs import fixed_rows
             rows = fixed_rows(table.fixed)
             if rows:
                 console.print("same in all: " + ", ".join(f"{r['key']}={r['value']}" for r in rows), markup=False)
@@ -43,11 +41,13 @@ def emit(table, fmt):
 
 def cmd_compare(args):
     from encoderlab.analysis import compare as CMP
+    from encoderlab.analysis.paired import paired
+    from encoderlab.analysis.select import split_by
     runs = select(args)
     if args.paired:
         key, a, b = args.paired
-        side_a, side_b = CMP.split_by(runs, key, [a, b])
-        result = CMP.paired(side_a, side_b, metric=args.metric, split=args.split)
+        side_a, side_b = split_by(runs, key, [a, b])
+        result = paired(side_a, side_b, metric=args.metric, split=args.split)
         if args.format == "json":
             print(json.dumps(result.to_dict(), indent=2, default=str))
             return
@@ -78,6 +78,15 @@ def cmd_diagnose(args):
         out = {r.id: [f.to_dict() for f in diagnose.load_or_compute(r)] for r in runs}
         out["(group)"] = [f.to_dict() for f in diagnose.diagnose_group(runs)]
         print(json.dumps(out, indent=2))
+        return
+    if args.format != "table":
+        from encoderlab.analysis.findings import FINDING_COLUMNS
+        rows = [{"run": r.id, **f.to_dict()} for r in runs for f in diagnose.load_or_compute(r)
+                if args.all or f.severity != "info"]
+        if len(runs) > 1:
+            rows += [{"run": "(group)", **f.to_dict()} for f in diagnose.diagnose_group(runs)
+                     if args.all or f.severity != "info"]
+        R.emit(R.Table(rows, FINDING_COLUMNS, title="diagnostics"), args.format, console)
         return
     for run in runs:
         console.rule(f"{run.id} ({run.status})")
@@ -119,14 +128,15 @@ def add_verbs(sub, _cmd) -> None:
     p.add_argument("--checkpoints", action="store_true", help="metrics at each saved checkpoint, per run")
     p.add_argument("--paired", nargs=3, metavar=("KEY", "A", "B"),
                    help="paired comparison of KEY=A vs KEY=B over matched seeds/folds")
-    p.add_argument("--format", choices=["table", "markdown", "csv", "json"], default="table")
+    p.add_argument("--format", choices=R.FORMATS, default="table")
 
     p = _cmd(sub, "diagnose", cmd_diagnose, "name what went wrong in runs (collapse, no learning, LR too "
              "high, overfitting, padding waste, seed variance ...) with evidence and a fix",
              "encoderlab diagnose --group pre-vs-npre")
     selection_flags(p)
     p.add_argument("--all", action="store_true", help="also informational findings")
-    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--format", choices=R.FORMATS, default="table",
+                   help="table/json: findings per run; markdown/csv: one table of all findings")
 
     p = _cmd(sub, "report", cmd_report, "write a self-contained HTML (or Markdown) report of runs",
              "encoderlab report --group pre-vs-npre -o report.html")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from encoderlab.analysis.render import FORMATS
 
 
 def _console():
@@ -176,7 +177,7 @@ def add_verbs(sub, _cmd) -> None:
     p.add_argument("--threads", type=int, default=1, help="threads for torch and onnxruntime (default 1)")
     p.add_argument("--train-steps", type=int, default=0, help="also time N training steps of each torch target")
     p.add_argument("--no-save", action="store_true", help="print only; do not write bench.json")
-    p.add_argument("--format", choices=["table", "markdown", "csv", "json"], default="table")
+    p.add_argument("--format", choices=FORMATS, default="table")
 
     p = _cmd(sub, "truncate", cmd_truncate, "new run keeping some encoder layers of a fine-tuned run "
              "(with their weights), scored on validation and test", "encoderlab truncate teacher --layers first:2")
@@ -213,4 +214,4 @@ def add_verbs(sub, _cmd) -> None:
     p.add_argument("teacher")
     p.add_argument("--session", help="bench session (time stamp) to read; default the newest")
     p.add_argument("--batch-size", type=int, help="setting to show when the session measured several")
-    p.add_argument("--format", choices=["table", "markdown", "csv", "json"], default="table")
+    p.add_argument("--format", choices=FORMATS, default="table")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 from encoderlab import config as C
+from encoderlab.analysis.render import FORMATS
 
 
 def _store(args):
@@ -84,10 +85,10 @@ def cmd_rank(args):
 
 
 def cmd_rank_table(args):
-    from encoderlab.analysis import compare as CMP
     from encoderlab.analysis import ranking as AR
+    from encoderlab.analysis.select import select
     from encoderlab.cli_analysis import emit as _emit
-    runs = CMP.select(_store(args), group=args.group, ids=args.runs or None, name=args.name)
+    runs = select(_store(args), group=args.group, ids=args.runs or None, name=args.name)
     if not runs:
         from encoderlab.errors import StoreError
         raise StoreError("no completed runs match; see `encoderlab runs`")
@@ -139,7 +140,7 @@ def add_verbs(sub, _cmd) -> None:
     p.add_argument("--budgets", action="store_true", help="segment-budget table (truncation, padding waste)")
     p.add_argument("--e2e", action="store_true", help="entity linking: retrieval recall x reranking accuracy")
     p.add_argument("--figure", help="also write the end-to-end figure (PNG) to this path")
-    p.add_argument("--format", choices=["table", "markdown", "json", "csv"], default="table")
+    p.add_argument("--format", choices=FORMATS, default="table")
 
     p = _cmd(sub, "rank-budgets", cmd_rank_budgets, "truncation rates and padding waste of context/candidate "
              "token budgets, without training", "encoderlab rank-budgets examples/senses-cross.toml "
@@ -148,4 +149,4 @@ def add_verbs(sub, _cmd) -> None:
     p.add_argument("overrides", nargs="*", help="dotted overrides key=value (TOML values)")
     p.add_argument("--budgets", default="192/64,128/128,64/192", help="context/candidate token budgets")
     p.add_argument("--split", default="train", choices=["train", "validation", "test"])
-    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p.add_argument("--format", choices=FORMATS, default="table")

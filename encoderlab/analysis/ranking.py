@@ -8,7 +8,9 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from encoderlab.analysis.compare import Table, _facts, config_table
+from encoderlab.analysis.compare import config_table
+from encoderlab.analysis.facts import read_facts
+from encoderlab.analysis.render import Table
 from encoderlab.analysis.stats import PM, fmt_pm, mean_std
 from encoderlab.store.runs import Run
 
@@ -19,7 +21,7 @@ MAX_VARIED_COLUMNS = 4
 def domains_of(runs: Sequence[Run], metric: str, split: str = "test") -> list[str]:
     """Domains named by `<metric>/<domain>` keys of the runs' `split` events."""
     out = set()
-    for f in _facts(runs):
+    for f in read_facts(runs):
         ev = f.last(split)
         for k in (ev or {}).get("metrics", {}):
             if k.startswith(metric + "/"):
@@ -35,7 +37,7 @@ def domain_table(runs: Sequence[Run], metric: str = "accuracy", split: str = "te
     data_cols = [c for c in base.data_columns if c[0] in [x[0] for x in cols]]
     key = lambda r: tuple(r["runs"])   # noqa: E731
     rows = {key(r): {**{k: r[k] for k in r if not k.startswith(("val", "test"))}} for r in base.rows}
-    facts = _facts(runs)
+    facts = read_facts(runs)
     exp = {f.id: f.info.get("name", "").split(":")[0] for f in facts}
     for r in rows.values():
         r["experiment"] = exp[r["runs"][0]]
@@ -80,7 +82,7 @@ def budget_table(runs: Sequence[Run]) -> Table:
     pair were padded to the full budget) of the training batches, and test accuracy."""
     base = config_table(runs, "accuracy")
     rows = []
-    by_id = {f.id: f for f in _facts(runs)}
+    by_id = {f.id: f for f in read_facts(runs)}
     for r in base.rows:
         facts = [by_id[i] for i in r["runs"]]
         stats = [f.info.get("data", {}).get("budget_train") for f in facts]
@@ -105,7 +107,7 @@ def e2e_table(runs: Sequence[Run]) -> Table:
     """Cross-encoders reranking retrieved candidates: retrieval recall@k x normalized accuracy =
     end-to-end accuracy, per domain and the mean over domains (test split)."""
     rows = []
-    for f in _facts(runs):
+    for f in read_facts(runs):
         ev = f.last("test")
         m = (ev or {}).get("metrics", {})
         if "retrieval_recall" not in m:
@@ -126,17 +128,16 @@ def e2e_table(runs: Sequence[Run]) -> Table:
 def e2e_figure(bi_runs: Sequence[Run], cross_runs: Sequence[Run], path: Path) -> Path:
     """Recall@k of the bi-encoder(s) against k, with each cross-encoder's end-to-end accuracy
     (retrieval recall x reranking accuracy) marked at its k."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from encoderlab.analysis.plots import pyplot
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    for f in _facts(bi_runs):
+    for f in read_facts(bi_runs):
         m = (f.last("test") or {}).get("metrics", {})
         pts = sorted((int(k.split("@")[1]), v) for k, v in m.items() if re.fullmatch(r"recall@\d+", k))
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
                     label=f"{f.flat.get('ranking.mode')} recall@k ({f.id[-4:]})")
-    for f in _facts(cross_runs):
+    for f in read_facts(cross_runs):
         m = (f.last("test") or {}).get("metrics", {})
         if "retrieval_recall" in m:
             k = f.flat.get("ranking.top_k")

@@ -1,4 +1,8 @@
-"""Render row dicts as a terminal table (rich), Markdown, CSV or JSON.
+"""The one table model and renderer: row dicts as a terminal table (rich), Markdown, CSV or JSON
+(and HTML for the report).
+
+Every table the CLI, the report and the benchmarks print goes through here: either a `Table`
+(rows, column specs, title and notes) or bare rows plus a column spec.
 
 A column spec is a list of ``(key, header)`` or ``(key, header, fmt)``; ``fmt`` is the number of
 decimals for floats (default 4, or the per-key default in ``DIGITS``) or ``"g"`` for config values
@@ -17,6 +21,7 @@ import io
 import json
 import math
 import re
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 FORMATS = ("table", "markdown", "csv", "json")
@@ -122,6 +127,24 @@ def to_markdown(rows: Sequence[dict], columns: Iterable[Any], title: str = "") -
     return "\n".join(lines) + "\n"
 
 
+def to_html(rows: Sequence[dict], columns: Iterable[Any]) -> str:
+    """An HTML <table> (cells escaped); numeric cells get class "num", a `severity` cell its value."""
+    import html
+    cols = columns_of(columns)
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for _, h, _ in cols)
+    body = []
+    for r in rows:
+        cells = []
+        for key, _, fmt in cols:
+            v = r.get(key)
+            num = isinstance(v, (int, float)) and not isinstance(v, bool)
+            text = format_value(v, fmt, key)
+            cls = f' class="{html.escape(str(v))}"' if key == "severity" else (' class="num"' if num else "")
+            cells.append(f"<td{cls}>{html.escape(text)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
 def to_csv(rows: Sequence[dict], columns: Iterable[Any]) -> str:
     cols = columns_of(columns)
     buf = io.StringIO()
@@ -176,3 +199,38 @@ def render(rows: Sequence[dict], columns: Iterable[Any], fmt: str = "table", tit
             .print(rich_table(rows, columns, title))
         return buf.getvalue()
     raise ValueError(f"unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
+
+
+@dataclass
+class Table:
+    """Rows (plain dicts) and how to show them.
+
+    ``columns`` is the human view (e.g. formatted "mean ± std" strings); ``data_columns`` the
+    machine view (numeric mean / std / n fields) used for CSV and JSON when given. The notes:
+    ``fixed`` (config fields equal in all rows), ``varied`` (the config keys that differ between
+    rows) and ``warnings`` (sentences printed under the table)."""
+    rows: list[dict]
+    columns: list[tuple]
+    data_columns: list[tuple] | None = None
+    title: str = ""
+    fixed: dict[str, Any] = field(default_factory=dict)
+    varied: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def render(self, fmt: str = "table", width: int = 160) -> str:
+        machine = fmt in ("csv", "json") and self.data_columns
+        return render(self.rows, self.data_columns if machine else self.columns, fmt, self.title, width)
+
+    def print(self, console=None) -> None:
+        print_table(self.rows, self.columns, self.title, console)
+
+
+def emit(table: Table, fmt: str = "table", console=None) -> None:
+    """Print a table in one of FORMATS: a rich table on `console` for people, else its Markdown
+    (followed by a blank line), CSV or JSON text on stdout."""
+    if fmt == "table":
+        table.print(console)
+        return
+    import sys
+    text = table.render(fmt)
+    sys.stdout.write(text + ("\n" if fmt in ("markdown", "md") else ""))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,24 +16,12 @@ from typing import Sequence
 import numpy as np
 
 from encoderlab.analysis import compare as CMP
+from encoderlab.analysis.findings import FINDING_COLUMNS
+from encoderlab.analysis.plots import png, pyplot
 from encoderlab.analysis import render as R
 from encoderlab.analysis import tradeoff as TO
 from encoderlab.analysis.tables import epoch_table
 from encoderlab.store.runs import Run
-
-
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    _plt().close(fig)
-    return buf.getvalue()
 
 
 def configurations(runs: Sequence[Run]) -> dict[str, list[Run]]:
@@ -47,7 +34,7 @@ def configurations(runs: Sequence[Run]) -> dict[str, list[Run]]:
 def learning_curves(runs: Sequence[Run]) -> bytes:
     """2x2 panels (train/val x loss/accuracy) per epoch: one line per configuration = mean over its
     runs, shaded band = min..max over seeds/folds."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
     panels = [("train_loss", "train loss"), ("val_loss", "validation loss"),
               ("train_acc", "train accuracy"), ("val_acc", "validation accuracy")]
@@ -77,7 +64,7 @@ def learning_curves(runs: Sequence[Run]) -> bytes:
         fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8,
                    bbox_to_anchor=(0.5, -0.02 - 0.03 * (len(labels) // 3)))
     fig.tight_layout(rect=(0, 0.06, 1, 1))
-    return _png(fig)
+    return png(fig)
 
 
 def best_run(runs: Sequence[Run]) -> Run | None:
@@ -93,7 +80,7 @@ def best_run(runs: Sequence[Run]) -> Run | None:
 def confusion_plot(run: Run, split: str = "test") -> bytes:
     """Row-normalised confusion matrix of a run's stored predictions."""
     import pandas as pd
-    plt = _plt()
+    plt = pyplot()
     df = pd.read_csv(run.dir / "predictions" / f"{split}.csv", keep_default_na=False, dtype=str)
     names = run.labels()
     idx = {n: i for i, n in enumerate(names)}
@@ -117,7 +104,7 @@ def confusion_plot(run: Run, split: str = "test") -> bytes:
                         color="white" if norm[i, j] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.04, label="share of the true class")
     ax.set_title(f"{split} confusion, run {run.id}")
-    return _png(fig)
+    return png(fig)
 
 
 def _diagnostics(runs: Sequence[Run]) -> list[dict]:
@@ -138,10 +125,6 @@ def _diagnostics(runs: Sequence[Run]) -> list[dict]:
 def _finding(f) -> dict:
     d = f if isinstance(f, dict) else f.__dict__
     return {k: d.get(k) for k in ("code", "severity", "title", "evidence", "fix")}
-
-
-DIAG_COLUMNS = [("run", "run"), ("severity", "severity"), ("title", "finding"), ("evidence", "evidence"),
-                ("fix", "suggested fix")]
 
 
 def _sections(runs: Sequence[Run]):
@@ -175,22 +158,6 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}.error{color:#b00020;f
 font-size:12px}img{max-width:100%}details{margin:.3em 0}.muted{color:#666;font-size:13px}"""
 
 
-def _html_table(rows: list[dict], columns: list[tuple]) -> str:
-    columns = R.columns_of(columns)
-    head = "".join(f"<th>{html.escape(str(c[1]))}</th>" for c in columns)
-    body = []
-    for r in rows:
-        cells = []
-        for key, _, fmt in columns:
-            v = r.get(key)
-            num = isinstance(v, (int, float)) and not isinstance(v, bool)
-            text = R.format_value(v, fmt, key)
-            cls = f' class="{html.escape(str(v))}"' if key == "severity" else (' class="num"' if num else "")
-            cells.append(f"<td{cls}>{html.escape(text)}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
 def write_html(runs: Sequence[Run], path: str | Path, title: str = "encoderlab report") -> Path:
     runs = list(runs)
     table, diag, best, plots, cost, ranking = _sections(runs)
@@ -200,7 +167,7 @@ def write_html(runs: Sequence[Run], path: str | Path, title: str = "encoderlab r
              f"<style>{CSS}</style></head><body>",
              f"<h1>{e(title)}</h1>",
              f"<p class='muted'>{len(runs)} runs; generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}</p>",
-             "<h2>Comparison</h2>", f"<p class='muted'>{e(table.title)}</p>", _html_table(table.rows, table.columns)]
+             "<h2>Comparison</h2>", f"<p class='muted'>{e(table.title)}</p>", R.to_html(table.rows, table.columns)]
     if table.fixed:
         fixed = "; ".join(f"{k} = {v}" for k, v in table.fixed.items())
         parts.append(f"<details><summary>fixed settings</summary><pre>{e(fixed)}</pre></details>")
@@ -208,15 +175,15 @@ def write_html(runs: Sequence[Run], path: str | Path, title: str = "encoderlab r
         parts.append(f"<p class='warning'>{e(w)}</p>")
     if ranking is not None:
         parts += ["<h2>Ranking: held-out domains</h2>", f"<p class='muted'>{e(ranking.title)}</p>",
-                  _html_table(ranking.rows, ranking.columns)]
+                  R.to_html(ranking.rows, ranking.columns)]
     parts += ["<h2>Learning curves</h2>", "<p class='muted'>mean over the runs of each configuration; "
               "band = min..max over seeds/folds</p>", f"<img alt='learning curves' src='{img['curves']}'>"]
     if cost[0]:
         parts += ["<h2>Cost trade-off</h2>", f"<p class='muted'>{e(TO.caption(cost[1]))}</p>",
-                  _html_table(cost[0], TO.COLUMNS), f"<img alt='Pareto plot' src='{img['pareto']}'>"]
+                  R.to_html(cost[0], TO.COLUMNS), f"<img alt='Pareto plot' src='{img['pareto']}'>"]
     parts.append("<h2>Diagnostics</h2>")
     flagged = [d for d in diag if d["severity"] in ("error", "warning")]
-    parts.append(_html_table(flagged, DIAG_COLUMNS) if flagged else "<p>No problems found.</p>")
+    parts.append(R.to_html(flagged, FINDING_COLUMNS) if flagged else "<p>No problems found.</p>")
     if best is not None:
         parts += [f"<h2>Best run: {e(best.id)}</h2>",
                   f"<p>validation {e(str(best.info.get('best_metric')))} = {best.info.get('best_value', 0):.4f}, "
@@ -258,7 +225,7 @@ def write_markdown(runs: Sequence[Run], path: str | Path, title: str = "encoderl
                 "", f"![Pareto plot]({rel}/pareto.png)", ""]
     out += ["## Diagnostics", ""]
     flagged = [d for d in diag if d["severity"] in ("error", "warning")]
-    out += [R.render(flagged, DIAG_COLUMNS, "markdown").strip() if flagged else "No problems found.", ""]
+    out += [R.render(flagged, FINDING_COLUMNS, "markdown").strip() if flagged else "No problems found.", ""]
     if best is not None:
         out += [f"## Best run: `{best.id}`", "", f"![confusion matrix]({rel}/confusion.png)", ""]
     path.write_text("\n".join(out) + "\n", encoding="utf-8")

@@ -87,8 +87,8 @@ def caption(meta: dict) -> str:
 
 def pareto_plot(rows: list[dict]) -> bytes:
     """Test accuracy vs p50 latency (log x); the Pareto frontier joined by a line."""
-    from encoderlab.analysis.report import _plt, _png
-    plt = _plt()
+    from encoderlab.analysis.plots import png, pyplot
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     pts = [r for r in rows if r.get("accuracy") is not None]
     for r in pts:
@@ -107,4 +107,4 @@ def pareto_plot(rows: list[dict]) -> bytes:
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("accuracy vs latency (Pareto frontier in blue)")
     ax.grid(alpha=0.3, which="both")
-    return _png(fig)
+    return png(fig)

@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from encoderlab import config as C
-from encoderlab.errors import EncoderlabError, StoreError
+from encoderlab.errors import EncoderlabError
 
 # pipes and CI logs get a wide fixed width instead of rich's 80-column fallback
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -148,28 +148,21 @@ def cmd_quickstart(args):
 
 
 def cmd_resume(args):
-    from encoderlab.train.fit import fit
-    from encoderlab.train.pretrain import pretrain
+    from encoderlab import kinds
     store = _store(args)
     run = store.get(args.run)
     if run.status == "completed":
         console.print(f"run {run.id} is already completed")
         return
-    if run.info.get("task") == "ranking" or run.info.get("parent"):
-        kind = "ranking" if run.info.get("task") == "ranking" else f"derived (from run {run.info['parent']})"
-        raise StoreError(f"run {run.id} is a {kind} run; those restart rather than resume: run the command "
-                         "that made it again (encoderlab rank FILE / encoderlab distill ...)")
-    is_pretrain = run.info.get("task") == "pretrain"
+    kind = kinds.require(run, "resume")
+    events, after = RESUME_OUTPUT[kind.name]
     try:
-        if is_pretrain:
-            run = pretrain(run.config(), store, resume=run, callback=_pretrain_events(args),
-                           progress=not args.quiet)
-        else:
-            run = fit(run.config(), store, resume=run, progress=not args.quiet)
+        run = kind.load_recipe()(run.config(), store, resume=run, callback=events(args) if events else None,
+                                 progress=not args.quiet)
     except KeyboardInterrupt:
         err.print(f"[yellow]interrupted[/]; continue with: encoderlab resume {run.id}")
         sys.exit(130)
-    (_after_pretrain if is_pretrain else _after_run)(args, run)
+    after(args, run)
 
 
 # -- pretraining and tokenizers ------------------------------------------------------------------
@@ -238,6 +231,10 @@ def cmd_pretrain(args):
         err.print(f"[yellow]interrupted[/]; continue with: encoderlab resume {last[-1]['id'] if last else 'RUN'}")
         sys.exit(130)
     _after_pretrain(args, run)
+
+
+# how `resume` reports progress and the result, per resumable kind: (event printer, after-run printer)
+RESUME_OUTPUT = {"classification": (None, _after_run), "pretraining": (_pretrain_events, _after_pretrain)}
 
 
 def cmd_tokenizer_train(args):
@@ -333,34 +330,35 @@ def cmd_runs(args):
 
 
 def cmd_show(args):
+    from encoderlab import kinds
     run = _store(args).get(args.run)
-    if run.info.get("task") == "pretrain" and args.format != "table":
-        print_pretrain_summary(run, args.format)
-        return
-    if args.format == "json":
-        print_run_summary(run, "json")
-        return
+    kinds.view(run)(run, args)
+
+
+def show_header(run, args) -> None:
+    """What `show` prints first for every kind: id, status, times, lineage, message, config."""
     info = run.info
     console.print(f"[bold]{run.id}[/]  status {run.status}  created {info['created']}  "
                   f"finished {info.get('finished') or '-'}")
+    if info.get("parent"):
+        console.print(f"derived from run {info['parent']}", markup=False)
     if info.get("message"):
         console.print(f"message: {info['message']}")
-    if info.get("task") == "pretrain":
-        _show_pretrain(run, args)
-        return
+    console.rule("resolved config" if args.config else "config (differences from the defaults; --config for all)")
     if args.config:
-        console.rule("resolved config")
         console.print((run.dir / "config.toml").read_text().rstrip(), markup=False)
     else:
-        changed = C.diff(run.config(), C.ExperimentConfig())
-        console.rule("config (differences from the defaults; --config for all)")
-        for k, v in changed.items():
+        for k, v in C.diff(run.config(), C.ExperimentConfig()).items():
             console.print(f"{k} = {json.dumps(v)}", markup=False)
-    if info.get("task") == "ranking":
-        from encoderlab.cli_ranking import show
-        show(run, args)
+
+
+def show_classification(run, args):
+    """`show` of a classification (or derived) run: data, per-epoch history, diagnostics."""
+    if args.format == "json":
+        print_run_summary(run, "json")
         return
-    data = info.get("data")
+    show_header(run, args)
+    data = run.info.get("data")
     if data:
         console.rule("data")
         sizes = data["sizes"]
@@ -382,14 +380,13 @@ def cmd_show(args):
                               ("f1", "F1"), ("support", "support")], args.format, title="test, per class")
 
 
-def _show_pretrain(run, args):
+def show_pretraining(run, args):
+    """`show` of a pretraining run: corpus, held-out history, diagnostics."""
     from encoderlab.analysis import diagnose
-    console.rule("resolved config" if args.config else "config (differences from the defaults; --config for all)")
-    if args.config:
-        console.print((run.dir / "config.toml").read_text().rstrip(), markup=False)
-    else:
-        for k, v in C.diff(run.config(), C.ExperimentConfig()).items():
-            console.print(f"{k} = {json.dumps(v)}", markup=False)
+    if args.format != "table":
+        print_pretrain_summary(run, args.format)
+        return
+    show_header(run, args)
     d = run.info.get("data") or {}
     if d:
         console.rule("corpus")

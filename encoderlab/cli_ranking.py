@@ -32,7 +32,11 @@ def _print_result(run, fmt_json: bool) -> None:
 def show(run, args) -> None:
     """`encoderlab show` of a ranking run: data, per-evaluation history, test per domain, diagnostics."""
     from encoderlab.analysis import diagnose
-    from encoderlab.cli import console, print_findings, print_rows
+    from encoderlab.cli import console, print_findings, print_rows, print_run_summary, show_header
+    if args.format == "json":
+        print_run_summary(run, "json")
+        return
+    show_header(run, args)
     d = run.info.get("data") or {}
     if d:
         console.rule("data")

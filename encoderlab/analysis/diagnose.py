@@ -22,6 +22,7 @@ import statistics
 from dataclasses import asdict, dataclass
 
 from encoderlab import config as C
+from encoderlab import kinds
 from encoderlab.store import atomic
 from encoderlab.store.runs import Run, now
 
@@ -658,7 +659,7 @@ def _pretrain_findings(run: Run) -> list[Finding]:
 
 def diagnose(run: Run) -> list[Finding]:
     """Findings for one run, errors first; a healthy run has no error or warning."""
-    if run.info.get("task") == "pretrain":
+    if kinds.kind_of(run) == "pretraining":
         return _order(_pretrain_findings(run))
     ctx = _read(run)
     found: list[Finding] = []

@@ -460,11 +460,6 @@ def cmd_models(args):
     print_rows(rows, [("name", "name"), ("description", "description")], args.format)
 
 
-def cmd_reindex(args):
-    n = _store(args).rebuild()
-    console.print(f"rebuilt the index of {args.store} from {n} run folders")
-
-
 # -- parser --------------------------------------------------------------------------------------
 
 def _cmd(sub, name, func, help_, example, **kw):
@@ -606,7 +601,6 @@ def build_parser() -> argparse.ArgumentParser:
     _fmt_flag(p)
     p = _cmd(sub, "models", cmd_models, "list builtin models", "encoderlab models")
     _fmt_flag(p)
-    _cmd(sub, "reindex", cmd_reindex, "rebuild index.sqlite from the run folders", "encoderlab reindex")
     from encoderlab import cli_ranking
     cli_ranking.add_verbs(sub, _cmd)
     from encoderlab import cli_cost; cli_cost.add_verbs(sub, _cmd)  # noqa: E702
@@ -628,7 +622,7 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except EncoderlabError as e:
         from rich.markup import escape
-        err.print(f"[bold red]error:[/] {escape(str(e))}")
+        err.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)   # one line: copyable, greppable
         return 2
     return 0
 

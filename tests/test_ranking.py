@@ -379,20 +379,3 @@ def test_ranking_sweep_runs_through_sweep_run_point(senses_files, tmp_path, caps
     assert [a for _, a, _ in S.plan(store, points, "classification")] == ["skip", "resume"]
     store.close()
 
-
-def test_ranking_sweep_on_ray(senses_files, tmp_path, capsys):
-    ray = pytest.importorskip("ray")
-    from encoderlab.cli import main
-    from encoderlab.store.runs import RunStore
-    exp = _rank_sweep_file(senses_files, tmp_path, '"ranking.mode" = ["first", "random"]\nseeds = [0, 1]')
-    store = str(tmp_path / "runs")
-    try:
-        assert main(["--store", store, "rank", exp, "--backend", "ray", "--num-cpus", "2", "--quiet"]) == 0
-        assert "submitting 4 of 4 runs" in capsys.readouterr().out
-        rows = RunStore(store).list(group="rsw")
-        assert len(rows) == 4 and {r["status"] for r in rows} == {"completed"}
-        assert main(["--store", store, "rank", exp, "--backend", "ray", "--quiet"]) == 0
-        assert "submitting 0 of 4 runs" in capsys.readouterr().out
-    finally:
-        if ray.is_initialized():
-            ray.shutdown()

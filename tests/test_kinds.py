@@ -32,7 +32,7 @@ def _run(store, **fields):
 
 
 @pytest.mark.parametrize("fields, verb, words", [
-    ({"task": "ranking", "data": {"mode": "cross"}}, "predict", ["is a ranking run (ranking.mode cross", "encoderlab rank"]),
+    ({"task": "ranking", "data": {"mode": "bi"}}, "predict", ["is a ranking run (ranking.mode bi", "encoderlab rank"]),
     ({"task": "ranking"}, "eval", ["is a ranking run (ranking.mode cross"]),       # mode from the config
     ({"task": "pretrain"}, "quantize", ['is a pretraining run (no classifier); fine-tune it with model.path = "run:']),
     ({"task": "ranking"}, "resume", ["needs an unfinished classification or pretraining run",

@@ -14,7 +14,7 @@ from rich.markup import escape
 
 from encoderlab import config as C
 from encoderlab.analysis import render as R
-from encoderlab.errors import EncoderlabError, StoreError
+from encoderlab.errors import EncoderlabError
 
 # pipes and CI logs get a wide fixed width instead of rich's 80-column fallback
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -153,28 +153,21 @@ def cmd_quickstart(args):
 
 
 def cmd_resume(args):
-    from encoderlab.train.fit import fit
-    from encoderlab.train.pretrain import pretrain
+    from encoderlab import kinds
     store = _store(args)
     run = store.get(args.run)
     if run.status == "completed":
         console.print(f"run {run.id} is already completed")
         return
-    if run.info.get("task") == "ranking" or run.info.get("parent"):
-        kind = "ranking" if run.info.get("task") == "ranking" else f"derived (from run {run.info['parent']})"
-        raise StoreError(f"run {run.id} is a {kind} run; those restart rather than resume: run the command "
-                         "that made it again (encoderlab rank FILE / encoderlab distill ...)")
-    is_pretrain = run.info.get("task") == "pretrain"
+    kind = kinds.require(run, "resume")
+    events, after = RESUME_OUTPUT[kind.name]
     try:
-        if is_pretrain:
-            run = pretrain(run.config(), store, resume=run, callback=_pretrain_events(args),
-                           progress=not args.quiet)
-        else:
-            run = fit(run.config(), store, resume=run, progress=not args.quiet)
+        run = kind.load_recipe()(run.config(), store, resume=run, callback=events(args) if events else None,
+                                 progress=not args.quiet)
     except KeyboardInterrupt:
         err.print(f"[yellow]interrupted[/]; continue with: encoderlab resume {run.id}")
         sys.exit(130)
-    (_after_pretrain if is_pretrain else _after_run)(args, run)
+    after(args, run)
 
 
 # -- pretraining and tokenizers ------------------------------------------------------------------
@@ -245,6 +238,10 @@ def cmd_pretrain(args):
         err.print(f"[yellow]interrupted[/]; continue with: encoderlab resume {last[-1]['id'] if last else 'RUN'}")
         sys.exit(130)
     _after_pretrain(args, run)
+
+
+# how `resume` reports progress and the result, per resumable kind: (event printer, after-run printer)
+RESUME_OUTPUT = {"classification": (None, _after_run), "pretraining": (_pretrain_events, _after_pretrain)}
 
 
 def cmd_tokenizer_train(args):
@@ -343,34 +340,36 @@ def cmd_runs(args):
 
 
 def cmd_show(args):
+    from encoderlab import kinds
     run = _store(args).get(args.run)
-    if run.info.get("task") == "pretrain" and args.format != "table":
-        print_pretrain_summary(run, args.format)
-        return
-    if args.format == "json":
-        print_run_summary(run, "json")
-        return
+    kinds.view(run)(run, args)
+
+
+def show_header(run, args) -> None:
+    """What `show` prints first for every kind: id, status, times, lineage, message, config."""
     info = run.info
     console.print(f"[bold]{run.id}[/]  status {run.status}  created {info['created']}  "
                   f"finished {info.get('finished') or '-'}")
+    if info.get("parent"):
+        console.print(f"derived from run {info['parent']}", markup=False)
     if info.get("message"):
         console.print(f"message: {info['message']}")
-    if info.get("task") == "pretrain":
-        _show_pretrain(run, args)
-        return
+    say_machine_and_time(info)
+    console.rule("resolved config" if args.config else "config (differences from the defaults; --config for all)")
     if args.config:
-        console.rule("resolved config")
         console.print((run.dir / "config.toml").read_text().rstrip(), markup=False)
     else:
-        changed = C.diff(run.config(), C.ExperimentConfig())
-        console.rule("config (differences from the defaults; --config for all)")
-        for k, v in changed.items():
+        for k, v in C.diff(run.config(), C.ExperimentConfig()).items():
             console.print(f"{k} = {json.dumps(v)}", markup=False)
-    if info.get("task") == "ranking":
-        from encoderlab.cli_ranking import show
-        show(run, args)
+
+
+def show_classification(run, args):
+    """`show` of a classification (or derived) run: data, per-epoch history, diagnostics."""
+    if args.format == "json":
+        print_run_summary(run, "json")
         return
-    data = info.get("data")
+    show_header(run, args)
+    data = run.info.get("data")
     if data:
         console.rule("data")
         sizes = data["sizes"]
@@ -380,7 +379,6 @@ def cmd_show(args):
                       f"{data['parameters']:,} parameters")
     console.rule("history")
     print_run_summary(run, args.format)
-    say_machine_and_time(info)
     from encoderlab.analysis import diagnose
     console.rule("diagnostics")
     print_findings(diagnose.load_or_compute(run), show_info=True)
@@ -393,14 +391,13 @@ def cmd_show(args):
                               ("f1", "F1"), ("support", "support")], args.format, title="test, per class")
 
 
-def _show_pretrain(run, args):
+def show_pretraining(run, args):
+    """`show` of a pretraining run: corpus, held-out history, diagnostics."""
     from encoderlab.analysis import diagnose
-    console.rule("resolved config" if args.config else "config (differences from the defaults; --config for all)")
-    if args.config:
-        console.print((run.dir / "config.toml").read_text().rstrip(), markup=False)
-    else:
-        for k, v in C.diff(run.config(), C.ExperimentConfig()).items():
-            console.print(f"{k} = {json.dumps(v)}", markup=False)
+    if args.format != "table":
+        print_pretrain_summary(run, args.format)
+        return
+    show_header(run, args)
     d = run.info.get("data") or {}
     if d:
         console.rule("corpus")
@@ -472,11 +469,6 @@ def cmd_models(args):
     from encoderlab.models import registry
     rows = [{"name": k, "description": v} for k, v in registry.list_models().items()]
     print_rows(rows, [("name", "name"), ("description", "description")], args.format)
-
-
-def cmd_reindex(args):
-    n = _store(args).rebuild()
-    console.print(f"rebuilt the index of {args.store} from {n} run folders")
 
 
 # -- parser --------------------------------------------------------------------------------------
@@ -620,7 +612,6 @@ def build_parser() -> argparse.ArgumentParser:
     _fmt_flag(p)
     p = _cmd(sub, "models", cmd_models, "list builtin models", "encoderlab models")
     _fmt_flag(p)
-    _cmd(sub, "reindex", cmd_reindex, "rebuild index.sqlite from the run folders", "encoderlab reindex")
     from encoderlab import cli_ranking
     cli_ranking.add_verbs(sub, _cmd)
     from encoderlab import cli_cost; cli_cost.add_verbs(sub, _cmd)  # noqa: E702
@@ -644,7 +635,7 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except EncoderlabError as e:
         from rich.markup import escape
-        err.print(f"[bold red]error:[/] {escape(str(e))}")
+        err.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)   # one line: copyable, greppable
         return 2
     return 0
 

@@ -129,8 +129,8 @@ def cmd_tradeoff(args):
     console, err = _console()
     store = _store(args)
     teacher = store.get(args.teacher)
-    family = [teacher] + [store.get(r["id"]) for r in store.list() if r["id"] != teacher.id
-                          and _descends(store, r["id"], teacher.id)]
+    on_disk = set(store.ids())      # an index row whose folder was deleted is no family member
+    family = [teacher] + [store.get(i) for i in store.descendants(teacher.id) if i in on_disk]
     rows, meta = TO.table(family, session=args.session, batch_size=args.batch_size)
     if not rows:
         err.print(f"no benchmark results for {teacher.id} or runs derived from it; run "
@@ -140,21 +140,6 @@ def cmd_tradeoff(args):
         R.print_table(rows, TO.COLUMNS, title=TO.caption(meta), console=console)
     else:
         print(R.render(rows, TO.COLUMNS, args.format, title=TO.caption(meta)))
-
-
-def _descends(store, run_id: str, ancestor: str) -> bool:
-    """True when run_id's parent chain reaches `ancestor`."""
-    seen = set()
-    while run_id and run_id not in seen:
-        seen.add(run_id)
-        try:
-            parent = store.get(run_id).info.get("parent")
-        except Exception:
-            return False
-        if parent == ancestor:
-            return True
-        run_id = parent
-    return False
 
 
 def add_verbs(sub, _cmd) -> None:

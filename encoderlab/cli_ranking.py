@@ -33,7 +33,11 @@ def _print_result(run, fmt_json: bool) -> None:
 def show(run, args) -> None:
     """`encoderlab show` of a ranking run: data, per-evaluation history, test per domain, diagnostics."""
     from encoderlab.analysis import diagnose
-    from encoderlab.cli import console, print_findings, print_rows
+    from encoderlab.cli import console, print_findings, print_rows, print_run_summary, show_header
+    if args.format == "json":
+        print_run_summary(run, "json")
+        return
+    show_header(run, args)
     d = run.info.get("data") or {}
     if d:
         console.rule("data")
@@ -68,20 +72,26 @@ def show(run, args) -> None:
 
 
 def cmd_rank(args):
+    """One ranking run, or with a [sweep] every point not yet done, through the common sweep
+    plan (skip completed, start the rest) on the local or the Ray backend."""
     from encoderlab import sweep as S
-    from encoderlab.train.ranking import run as run_ranking
+    from encoderlab.kinds import recipe
     store = _store(args)
-    raw = C.load_raw(args.file)
-    if raw.get("sweep"):
-        steps = S.plan(store, S.expand(args.file, args.overrides))
-        for i, (point, action, run) in enumerate(steps):
-            print(f"[{i + 1}/{len(steps)}] {point.label}: {'skip (done)' if action == 'skip' else 'run'}", flush=True)
-            if action != "skip":
-                run = run_ranking(point.cfg, store, progress=not args.quiet)
-            _print_result(run, args.json)
+    if not C.load_raw(args.file).get("sweep"):
+        run = recipe("ranking")(C.load(args.file, args.overrides), store, progress=not args.quiet)
+        _print_result(run, args.json)
         return
-    run = run_ranking(C.load(args.file, args.overrides), store, progress=not args.quiet)
-    _print_result(run, args.json)
+    points = S.expand(args.file, args.overrides)
+    if getattr(args, "backend", "local") == "ray":
+        from encoderlab.cli_scale import ray_sweep
+        runs = ray_sweep(args, points, "ranking", "rank")
+    else:
+        def on_point(i, n, point, action):
+            what = {"skip": "skip (done)", "busy": "running elsewhere, skipping"}.get(action, "run")
+            print(f"[{i + 1}/{n}] {point.label}: {what}", flush=True)
+        runs = S.run_sweep(points, store, kind="ranking", progress=not args.quiet, on_point=on_point)
+    for run in runs:
+        _print_result(run, args.json)
 
 
 def cmd_rank_table(args):

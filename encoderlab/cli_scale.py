@@ -1,4 +1,5 @@
-"""Scale-out flags on existing verbs: `sweep --backend ray`, `run --nproc N`."""
+"""Scale-out flags on existing verbs: `sweep --backend ray`, `rank --backend ray` (a ranking
+[sweep]), `run --nproc N`."""
 
 from __future__ import annotations
 
@@ -8,17 +9,18 @@ import sys
 
 
 def add_verbs(sub, _cmd) -> None:
-    p = sub.choices["sweep"]
-    p.description += ("\n  encoderlab sweep exp.toml --backend ray --cpus-per-run 1      (local Ray)\n"
-                      "  encoderlab sweep exp.toml --backend ray --address auto        (running cluster)")
-    p.add_argument("--backend", choices=["local", "ray"], default="local",
-                   help="local: one run after another in this process; ray: one Ray task per run")
-    p.add_argument("--address", default="",
-                   help="ray: cluster to join (auto, ray://host:port); empty = start a local Ray here")
-    p.add_argument("--cpus-per-run", type=float, default=1, help="ray: CPUs reserved by each run's task")
-    p.add_argument("--num-cpus", type=int, default=None,
-                   help="ray, local Ray only: CPUs it may use (default: all cores)")
-    p.set_defaults(func=cmd_sweep)
+    for verb in ("sweep", "rank"):
+        p = sub.choices[verb]
+        p.description += (f"\n  encoderlab {verb} exp.toml --backend ray --cpus-per-run 1      (local Ray)\n"
+                          f"  encoderlab {verb} exp.toml --backend ray --address auto        (running cluster)")
+        p.add_argument("--backend", choices=["local", "ray"], default="local",
+                       help="a [sweep]: local: one run after another in this process; ray: one Ray task per run")
+        p.add_argument("--address", default="",
+                       help="ray: cluster to join (auto, ray://host:port); empty = start a local Ray here")
+        p.add_argument("--cpus-per-run", type=float, default=1, help="ray: CPUs reserved by each run's task")
+        p.add_argument("--num-cpus", type=int, default=None,
+                       help="ray, local Ray only: CPUs it may use (default: all cores)")
+    sub.choices["sweep"].set_defaults(func=cmd_sweep)
 
     p = sub.choices["run"]
     p.description = p.description.replace(
@@ -35,12 +37,23 @@ def cmd_sweep(args):
     if args.backend == "local" or args.dry_run:
         return cli.cmd_sweep(args)
     from encoderlab import sweep as S
-    from encoderlab.scale import raysweep
-    store = cli._store(args)
     points = S.expand(args.file, args.overrides)
     if not points:
         return
+    runs = ray_sweep(args, points, "classification", "sweep")
+    failed = [r for r in runs if r.status != "completed"]
     group = points[0].cfg.group
+    cli.console.print(f"sweep complete: {len(runs) - len(failed)} completed, {len(failed)} failed, in group "
+                      f"'{group}'. Compare them: encoderlab compare --group {group}")
+
+
+def ray_sweep(args, points, kind: str, verb: str) -> list:
+    """The points not yet done as Ray tasks running the recipe of run `kind`, with a line per
+    point; returns the runs of all points (`encoderlab VERB FILE --backend ray`)."""
+    from encoderlab import cli
+    from encoderlab import sweep as S
+    from encoderlab.scale import raysweep
+    store = cli._store(args)
 
     def on_point(i, n, point, action):
         if action not in ("start", "resume"):
@@ -51,17 +64,15 @@ def cmd_sweep(args):
         cli.console.print(f"[{style}]{out.status}[/] {point.label} -> run {out.run_id}"
                           + (f": {out.message}" if out.message else ""), soft_wrap=True)
 
-    cli.console.print(f"submitting {sum(a in ('start', 'resume') for _, a, _ in S.plan(store, points))} of "
+    cli.console.print(f"submitting {sum(a in ('start', 'resume') for _, a, _ in S.plan(store, points, kind))} of "
                       f"{len(points)} runs to Ray ({args.address or 'a local Ray started here'})")
     try:
-        runs = raysweep.run_sweep(points, store, address=args.address or None, cpus_per_run=args.cpus_per_run,
-                                  num_cpus=args.num_cpus, on_point=on_point, on_done=on_done)
+        return raysweep.run_sweep(points, store, kind=kind, address=args.address or None,
+                                  cpus_per_run=args.cpus_per_run, num_cpus=args.num_cpus, on_point=on_point,
+                                  on_done=on_done)
     except KeyboardInterrupt:
-        cli.err.print(f"[yellow]interrupted[/]; re-run `encoderlab sweep {args.file} --backend ray` to continue")
+        cli.err.print(f"[yellow]interrupted[/]; re-run `encoderlab {verb} {args.file} --backend ray` to continue")
         sys.exit(130)
-    failed = [r for r in runs if r.status != "completed"]
-    cli.console.print(f"sweep complete: {len(runs) - len(failed)} completed, {len(failed)} failed, in group "
-                      f"'{group}'. Compare them: encoderlab compare --group {group}")
 
 
 def cmd_run(args):

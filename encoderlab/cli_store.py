@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 
+def cmd_rebuild(args):
+    """`store rebuild` (and its older name `reindex`): the index recreated from the run folders."""
+    from encoderlab.cli import _store, console
+    n = _store(args).rebuild()
+    console.print(f"rebuilt the index of {args.store} from {n} run folders")
+
+
 def cmd_store(args):
     from encoderlab.cli import _store, console, print_rows
     from encoderlab.store import check as K
@@ -10,9 +17,8 @@ def cmd_store(args):
     if args.action in ("du", "gc"):
         return _space(args, store)
     if args.action == "rebuild":
-        n = store.rebuild()
-        console.print(f"rebuilt the index of {args.store} from {n} run folders")
-        return
+        return cmd_rebuild(args)
+    store = _store(args)
     report = K.check(store)
     if args.fix:
         K.fix(store, report)
@@ -97,3 +103,5 @@ def add_verbs(sub, _cmd) -> None:
     p.add_argument("--fix", action="store_true",
                    help="check: delete temp leftovers of dead writers, drop torn metric lines, re-index; "
                         "never touches partial runs or corrupt checkpoints")
+    _cmd(sub, "reindex", cmd_rebuild, "rebuild index.sqlite from the run folders (the same as `store rebuild`)",
+         "encoderlab reindex")

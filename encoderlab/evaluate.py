@@ -15,6 +15,7 @@ from typing import Iterable
 
 import torch
 
+from encoderlab import kinds
 from encoderlab import metrics as M
 from encoderlab.errors import StoreError
 from encoderlab.store.runs import Run
@@ -36,11 +37,7 @@ def eval_checkpoints(run: Run, split: str = "validation",
     then repeats that earlier evaluation)."""
     if split not in SPLITS:
         raise StoreError(f"cannot evaluate on split '{split}': choose one of {', '.join(SPLITS)}")
-    task = run.info.get("task")
-    if task in ("ranking", "pretrain"):
-        what = ("accuracy@1, MRR, recall@k per domain" if task == "ranking" else "held-out MLM loss and accuracy")
-        raise StoreError(f"run {run.id} is a {'pretraining' if task == 'pretrain' else task} run: its evaluations "
-                         f"({what}) are in the run already; `encoderlab eval` re-scores classification checkpoints")
+    kinds.require(run, "eval")
     ckpts = run.checkpoints
     if not ckpts:
         raise StoreError(f"run {run.id} has no checkpoints to evaluate "

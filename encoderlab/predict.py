@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from encoderlab import kinds
 from encoderlab import metrics as M
 from encoderlab.data.dataset import read_split, resolve_columns
 from encoderlab.data.readers import read_table
@@ -18,15 +19,6 @@ from encoderlab.errors import StoreError
 from encoderlab.models import classifier
 from encoderlab.store.runs import Run
 from encoderlab.train.fit import pick_device, predict_logits
-
-
-def _check_model(run: Run) -> None:
-    if run.info.get("task") == "pretrain":
-        raise StoreError(f"run {run.id} is a pretraining run (no classifier); fine-tune it with "
-                         f"model.path = \"run:{run.id}\"")
-    if not (run.dir / "model" / "encoderlab.json").exists():
-        raise StoreError(f"run {run.id} has no final model (status {run.status}); "
-                         f"finish it with `encoderlab resume {run.id}`")
 
 
 def _probabilities(run: Run, input_path: str, frame: pd.DataFrame, *, batch_size: int, text: str | None,
@@ -74,7 +66,7 @@ def predict(run: Run | list[Run], input_path: str, *, batch_size: int = 128, tex
     if not runs:
         raise StoreError("no runs to predict with")
     for r in runs:
-        _check_model(r)
+        kinds.require(r, "predict")
     sequence = runs[0].info.get("task") == "sequence"
     frame = None if sequence else read_table(input_path, "auto")
     kw = {"batch_size": batch_size, "text": text, "text_pair": text_pair, "device": device, "runtime": runtime}

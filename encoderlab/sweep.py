@@ -7,7 +7,9 @@
     folds = 5            # optional: stratified k-fold of the training data, test kept fixed
 
 Re-running a sweep skips points whose run completed, resumes interrupted ones from their last
-checkpoint, and starts the rest: a killed sweep continues where it stopped."""
+checkpoint (kinds that do not resume, e.g. ranking, start them again), and starts the rest: a
+killed sweep continues where it stopped. Every point runs the recipe of the sweep's run kind
+(`encoderlab.kinds`): `sweep FILE` fine-tunes, `rank FILE` ranks."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from encoderlab import config as C
+from encoderlab import kinds
 from encoderlab.errors import ConfigError
 from encoderlab.store.runs import Run, RunStore
 
@@ -93,10 +96,12 @@ def existing(store: RunStore, point: Point) -> Run | None:
     return store.get(pick["id"])
 
 
-def plan(store: RunStore, points: list[Point]) -> list[tuple[Point, str, Run | None]]:
+def plan(store: RunStore, points: list[Point], kind: str = "classification") -> list[tuple[Point, str, Run | None]]:
     """(point, action, run): action is 'skip' (completed), 'busy' (running elsewhere),
     'resume' (interrupted: from its last checkpoint, or from the start in the same run folder when
-    it was stopped before the first one) or 'start' (no run yet, or the last one failed)."""
+    it was stopped before the first one) or 'start' (no run yet, the last one failed, or it was
+    interrupted and runs of this `kind` do not resume)."""
+    resumes = kinds.KINDS[kind].resumes
     out = []
     for p in points:
         run = existing(store, p)
@@ -105,7 +110,7 @@ def plan(store: RunStore, points: list[Point]) -> list[tuple[Point, str, Run | N
             out.append((p, "skip", run))
         elif status == "running":
             out.append((p, "busy", run))
-        elif status == "interrupted":
+        elif status == "interrupted" and resumes:
             out.append((p, "resume", run))
         else:
             out.append((p, "start", None))
@@ -121,17 +126,19 @@ class Outcome:
 
 
 def run_point(cfg: C.ExperimentConfig, store_root: str | Path, action: str, run_id: str | None = None,
-              *, progress: bool = False, keep_going: bool = True) -> Outcome:
-    """Start or resume one point in the store at `store_root`: the unit of work of every backend
-    (the local loop calls it in-process, the Ray backend once per task). With `keep_going`, a
-    failure is recorded as a failed run (created here when training failed before its run
-    existed, e.g. unreadable data) instead of raised; Ctrl-C / SIGTERM always propagate."""
-    from encoderlab.train.fit import fit
+              *, kind: str = "classification", progress: bool = False, keep_going: bool = True) -> Outcome:
+    """Start or resume one point in the store at `store_root` with the recipe of run `kind`: the
+    unit of work of every backend (the local loop calls it in-process, the Ray backend once per
+    task). With `keep_going`, a failure is recorded as a failed run (created here when the
+    recipe failed before its run existed, e.g. unreadable data) instead of raised; Ctrl-C /
+    SIGTERM always propagate."""
+    recipe = kinds.recipe(kind)
     store = RunStore(store_root)
     try:
         before = {r["id"] for r in store.list(group=cfg.group) if r["config_hash"] == C.config_hash(cfg)}
         try:
-            run = fit(cfg, store, resume=store.get(run_id) if action == "resume" else None, progress=progress)
+            resume = {"resume": store.get(run_id)} if action == "resume" else {}
+            run = recipe(cfg, store, progress=progress, **resume)
             return Outcome(run.id, run.status)
         except Exception as e:
             if not keep_going:
@@ -141,7 +148,7 @@ def run_point(cfg: C.ExperimentConfig, store_root: str | Path, action: str, run_
                    if r["config_hash"] == C.config_hash(cfg) and r["id"] not in before]
             if action == "resume":
                 new = [run_id]
-            if new:     # fit marked its run failed already
+            if new:     # the recipe marked its run failed already
                 return Outcome(new[-1], "failed", message)
             run = store.create(cfg, [], status="failed", message=message, pid=None)
             return Outcome(run.id, "failed", message)
@@ -149,17 +156,18 @@ def run_point(cfg: C.ExperimentConfig, store_root: str | Path, action: str, run_
         store.close()
 
 
-def run_sweep(points: list[Point], store: RunStore, *, progress: bool = True,
+def run_sweep(points: list[Point], store: RunStore, *, kind: str = "classification", progress: bool = True,
               on_point: Callable[[int, int, Point, str], None] | None = None) -> list[Run]:
-    """Run every point not yet completed, in order, in this process; returns the runs of all
-    points. The first failure stops the sweep (re-running continues after the finished points)."""
+    """Run every point not yet completed, in order, in this process, as runs of `kind`; returns
+    the runs of all points. The first failure stops the sweep (re-running continues after the
+    finished points)."""
     runs = []
-    steps = plan(store, points)
+    steps = plan(store, points, kind)
     for i, (point, action, run) in enumerate(steps):
         if on_point:
             on_point(i, len(steps), point, action)
         if action in ("start", "resume"):
-            out = run_point(point.cfg, store.root, action, run.id if run else None,
+            out = run_point(point.cfg, store.root, action, run.id if run else None, kind=kind,
                             progress=progress, keep_going=False)
             run = store.get(out.run_id)
         if run is not None:

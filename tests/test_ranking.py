@@ -347,3 +347,35 @@ def test_mention_pooling_masks_the_marked_span_and_needs_markers(senses_files, s
                 progress=False)
         test = [e for e in r.events() if e["split"] == "test"][-1]["metrics"]
         assert r.status == "completed" and 0 <= test["accuracy"] <= 1
+
+
+# --- sweeps: the common sweep plan and backends run ranking points too ---------------------------
+
+def _rank_sweep_file(files, tmp_path, sweep: str) -> str:
+    exp = tmp_path / "sweep.toml"
+    exp.write_text(C.to_toml(cfg_for(files, name="rsw", **{"train.threads": 1})) + f"\n[sweep]\n{sweep}\n")
+    return str(exp)
+
+
+def test_ranking_sweep_runs_through_sweep_run_point(senses_files, tmp_path, capsys):
+    from encoderlab import sweep as S
+    from encoderlab.cli import main
+    from encoderlab.store.runs import RunStore
+    exp = _rank_sweep_file(senses_files, tmp_path, '"ranking.mode" = ["first", "bi"]')
+    points = S.expand(exp)
+    root = tmp_path / "runs"
+    out = S.run_point(points[1].cfg, root, "start", kind="ranking")     # the bi-encoder point alone
+    store = RunStore(root)
+    assert out.status == "completed" and store.get(out.run_id).info["task"] == "ranking"
+    assert [a for _, a, _ in S.plan(store, points, "ranking")] == ["start", "skip"]
+    assert main(["--store", str(root), "rank", exp, "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "[1/2] mode=first: run" in printed and "[2/2] mode=bi: skip (done)" in printed
+    rows = store.list(group="rsw")
+    assert len(rows) == 2 and {r["kind"] for r in rows} == {"ranking"} and {r["status"] for r in rows} == {"completed"}
+    # an interrupted ranking point starts again (ranking runs restart rather than resume)
+    store.get(out.run_id).update(status="interrupted")
+    assert [a for _, a, _ in S.plan(store, points, "ranking")] == ["skip", "start"]
+    assert [a for _, a, _ in S.plan(store, points, "classification")] == ["skip", "resume"]
+    store.close()
+

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from conftest import TINY_MODEL_TOML, two_class_data_toml
+from test_ranking import _rank_sweep_file, senses_files  # noqa: F401  (a fixture)
 from encoderlab.cli import main
 from encoderlab.store.runs import RunStore
 
@@ -89,3 +90,15 @@ def test_ray_failed_task_is_a_failed_run_and_the_sweep_goes_on(ray_local, two_cl
     # re-running retries only the failed points
     assert main(["--store", store, "sweep", exp, "--backend", "ray", "--quiet"]) == 0
     assert "submitting 3 of 6 runs" in capsys.readouterr().out
+
+
+def test_ranking_sweep_on_ray(ray_local, senses_files, tmp_path, capsys):  # noqa: F811
+    """`rank FILE --backend ray`: ranking points are Ray tasks running the ranking recipe."""
+    exp = _rank_sweep_file(senses_files, tmp_path, '"ranking.mode" = ["first", "random"]\nseeds = [0, 1]')
+    store = str(tmp_path / "runs")
+    assert main(["--store", store, "rank", exp, "--backend", "ray", "--num-cpus", "2", "--quiet"]) == 0
+    assert "submitting 4 of 4 runs" in capsys.readouterr().out
+    rows = RunStore(store).list(group="rsw")
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"completed"} and {r["kind"] for r in rows} == {"ranking"}
+    assert main(["--store", store, "rank", exp, "--backend", "ray", "--quiet"]) == 0
+    assert "submitting 0 of 4 runs" in capsys.readouterr().out

@@ -85,3 +85,60 @@ def test_concurrent_reader_sees_committed_rows(store):
     other = sqlite3.connect(store.root / "index.sqlite")
     assert other.execute("SELECT count(*) FROM runs").fetchone()[0] == 1
     other.close()
+
+
+def test_kind_and_lineage_are_indexed_and_rebuilt(store):
+    teacher = _make(store, "teacher", task="single")
+    child = _make(store, "teacher-distill", task="single", parent=teacher.id)
+    grandchild = _make(store, "teacher-distill-int8", task="single", parent=child.id)
+    _make(store, "senses", task="ranking")
+    _make(store, "mlm", task="pretrain")
+    kinds = {r["name"]: r["kind"] for r in store.list()}
+    assert kinds == {"teacher": "classification", "teacher-distill": "derived", "teacher-distill-int8": "derived",
+                     "senses": "ranking", "mlm": "pretraining"}
+    assert [r["name"] for r in store.list(kind="derived")] == ["teacher-distill", "teacher-distill-int8"]
+    assert store.children(teacher.id) == [child.id] and store.parent_of(grandchild.id) == child.id
+    assert store.descendants(teacher.id) == [child.id, grandchild.id] and store.parent_of(teacher.id) is None
+    # the lineage comes from the index: a rebuild from the folders restores it
+    store.con.execute("UPDATE runs SET parent = NULL, kind = NULL")
+    assert store.descendants(teacher.id) == []
+    store.rebuild()
+    assert store.descendants(teacher.id) == [child.id, grandchild.id]
+    assert store.list(kind="ranking")[0]["name"] == "senses"
+
+
+def test_migration_2_fills_kind_and_parent_of_an_old_index_once(store):
+    from encoderlab.store import index
+    teacher = _make(store, "teacher", task="single")
+    child = _make(store, "small", task="single", parent=teacher.id)
+    store.close()
+    # an index as version 1 wrote it: no kind / parent columns
+    path = store.root / "index.sqlite"
+    for f in (path, path.with_name("index.sqlite-wal"), path.with_name("index.sqlite-shm")):
+        f.unlink(missing_ok=True)
+    old = sqlite3.connect(path, isolation_level=None)
+    old.executescript(index.MIGRATIONS[0] + "; PRAGMA user_version = 1;")
+    for rid, task in ((teacher.id, "single"), (child.id, "single")):
+        old.execute("INSERT INTO runs (id, name, status, config_hash, task, created) VALUES (?, 'x', 'completed', "
+                    "'h', ?, '2026')", (rid, task))
+    old.close()
+    fresh = RunStore(store.root)
+    assert fresh.con.execute("PRAGMA user_version").fetchone()[0] == len(index.MIGRATIONS)
+    assert fresh.children(teacher.id) == [child.id]
+    assert {r["id"]: r["kind"] for r in fresh.list()} == {teacher.id: "classification", child.id: "derived"}
+    index.m002_kind_and_lineage(fresh.con, fresh.root)         # idempotent: a second pass changes nothing
+    index.migrate(fresh.con, fresh.root)
+    assert fresh.children(teacher.id) == [child.id]
+    fresh.close()
+
+
+def test_reindex_is_store_rebuild(store, capsys):
+    from encoderlab.cli import main
+    _make(store, "alpha")
+    store.close()
+    (store.root / "index.sqlite").unlink()
+    for verb in (["reindex"], ["store", "rebuild"]):
+        assert main(["--store", str(store.root), *verb]) == 0
+        out = capsys.readouterr().out
+        assert "rebuilt the index" in out and "from 1 run folders" in out
+    assert [r["name"] for r in RunStore(store.root).list()] == ["alpha"]

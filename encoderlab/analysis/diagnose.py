@@ -24,6 +24,7 @@ from encoderlab.analysis.rules_group import diagnose_group
 from encoderlab.analysis.rules_run import run_findings
 from encoderlab.analysis.run_evidence import prior_entropy, prior_loss, read_run
 from encoderlab.analysis.thresholds import *  # noqa: F401,F403  (thresholds stay readable as diagnose.X)
+from encoderlab import kinds
 from encoderlab.store import atomic
 from encoderlab.store.runs import Run, now
 
@@ -51,7 +52,7 @@ def _pretrain_findings(run: Run) -> list[Finding]:
 
 def diagnose(run: Run) -> list[Finding]:
     """Findings for one run, errors first; a healthy run has no error or warning."""
-    if run.info.get("task") == "pretrain":
+    if kinds.kind_of(run) == "pretraining":
         return ordered(_pretrain_findings(run))
     return ordered(run_findings(read_run(run), run.status))
 

@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from encoderlab import kinds
 from encoderlab.analysis import compare as CMP
 from encoderlab.analysis.findings import FINDING_COLUMNS
 from encoderlab.analysis.plots import png, pyplot
@@ -143,7 +144,7 @@ def _sections(runs: Sequence[Run]):
 
 def _ranking(runs: Sequence[Run]):
     """Ranking runs: test accuracy@1 per held-out domain and the mean over domains (rank-table)."""
-    ranked = [r for r in runs if r.info.get("task") == "ranking" and r.status == "completed"]
+    ranked = [r for r in runs if kinds.kind_of(r) == "ranking" and r.status == "completed"]
     if not ranked:
         return None
     from encoderlab.analysis import ranking as AR

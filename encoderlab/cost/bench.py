@@ -182,15 +182,14 @@ def train_step_throughput(model: torch.nn.Module, enc: Encoded, batch_size: int,
 def resolve_target(store, spec: str):
     """'RUN' (served by its own default runtime), 'RUN@RUNTIME', or a saved model folder
     (optionally '@RUNTIME'). Returns (label, run or None, model folder, runtime)."""
+    from encoderlab import kinds
     from encoderlab.cost.runtime import check_runtime
-    from encoderlab.errors import StoreError
     ref, _, rt = spec.partition("@")
     folder = Path(ref)
     if (folder / "encoderlab.json").exists():
         return spec, None, folder, check_runtime(rt or "torch")
     run = store.get(ref)
-    if not (run.dir / "model" / "encoderlab.json").exists():
-        raise StoreError(f"run {run.id} has no final classifier model to benchmark (status {run.status})")
+    kinds.require(run, "bench")
     runtime = check_runtime(rt or run.info.get("runtime") or "torch")
     return f"{run.info['name']}@{runtime}", run, run.dir / "model", runtime
 

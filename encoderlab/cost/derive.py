@@ -16,11 +16,12 @@ import numpy as np
 import torch
 
 from encoderlab import config as C
+from encoderlab import kinds
 from encoderlab import metrics as M
 from encoderlab.cost.runtime import ONNX_FILES, Predictor, export_onnx, quantize_onnx
 from encoderlab.data.dataset import load_data
 from encoderlab.encode.text import Encoded, collate, encode_split, eval_batches
-from encoderlab.errors import ConfigError, StoreError
+from encoderlab.errors import ConfigError
 from encoderlab.models import classifier
 from encoderlab.store import atomic
 from encoderlab.store.runs import Run, RunStore, now
@@ -142,21 +143,14 @@ def _fail(run: Run, e: BaseException) -> None:
                message=f"{type(e).__name__}: {e}"[:500])
 
 
-def _parent_model(parent: Run) -> Path:
-    folder = parent.dir / "model"
-    task = parent.info.get("task")
-    if task in ("ranking", "pretrain"):   # refused before a derived run is created
-        raise StoreError(f"run {parent.id} is a {'pretraining' if task == 'pretrain' else task} run; "
-                         "compression starts from a completed fine-tuning (classification) run")
-    if not (folder / "encoderlab.json").exists():
-        raise StoreError(f"run {parent.id} has no final classifier model (status {parent.status}); "
-                         "compression starts from a completed fine-tuning run")
-    return folder
+def _parent_model(parent: Run, verb: str) -> Path:
+    kinds.require(parent, verb)     # refused before a derived run is created
+    return parent.dir / "model"
 
 
 def truncate_run(store: RunStore, parent: Run, layers: str, name: str = "") -> tuple[Run, dict]:
     """A new run holding `layers` of the parent's encoder (its weights) and its head, unchanged."""
-    model, tok, meta = classifier.load(_parent_model(parent))
+    model, tok, meta = classifier.load(_parent_model(parent, "truncate"))
     keep = parse_layers(layers, model.encoder.config.num_hidden_layers)
     run, cfg = new_run(store, parent, name or f"{parent.info['name']}-L{len(keep)}", layers=layers)
     try:
@@ -182,7 +176,7 @@ def copy_model(src: Path, dst: Path) -> None:
 def quantize_run(store: RunStore, parent: Run, name: str = "") -> tuple[Run, dict]:
     """A new run served as PyTorch dynamic int8 (Linear layers); the fp32 weights are kept and
     quantized at load, which is deterministic."""
-    src = _parent_model(parent)
+    src = _parent_model(parent, "quantize")
     run, cfg = new_run(store, parent, name or f"{parent.info['name']}-int8",
                        teacher=parent.config().compress.teacher or parent.id,
                        layers=parent.config().compress.layers, runtime="torch-int8")
@@ -198,7 +192,7 @@ def export_run(store: RunStore, parent: Run, int8: bool = False, name: str = "",
                opset: int | None = None) -> tuple[Run, dict]:
     """A new run with model.onnx (and model.int8.onnx), served by onnxruntime, plus the equivalence
     check against the parent's PyTorch fp32 model on the test split (export.json)."""
-    src = _parent_model(parent)
+    src = _parent_model(parent, "export")
     runtime = "onnx-int8" if int8 else "onnx"
     pcfg = parent.config()
     run, cfg = new_run(store, parent, name or f"{parent.info['name']}-{runtime}",

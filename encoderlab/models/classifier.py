@@ -186,12 +186,10 @@ def load(folder: Path) -> tuple[Classifier, object, dict]:
     """A saved classifier (from `save`), ready for inference. Returns (model, tokenizer, meta)."""
     from safetensors.torch import load_file
     meta = json.loads((folder / "encoderlab.json").read_text())
-    if "head" not in meta:      # a ranking model (bi / cross-encoder) has scorers, not a class head
+    if "head" not in meta:      # a bare folder (bench FOLDER); runs are refused by kinds.require
         from encoderlab.errors import StoreError
-        kind = f"a ranking model ({meta['mode']}-encoder)" if "ranking" in meta else "not a classifier"
-        raise StoreError(f"{folder} holds {kind}: predict, eval, bench, truncate, distill, quantize and "
-                         "export take fine-tuned classification runs; rank it with `encoderlab rank` "
-                         "(model.path = \"run:ID\" fine-tunes its encoder further)")
+        raise StoreError(f"{folder} holds no classification model (a ranking model has scorers, not a class "
+                         "head); rank with `encoderlab rank FILE`")
     encoder = _encoder(folder, AutoConfig.from_pretrained(folder), pretrained=True)
     head_cfg = HeadConfig(**meta["head"])
     model = Classifier(encoder, len(meta["labels"]), head_cfg, meta["pooling"])

@@ -29,9 +29,35 @@ BUILTIN: dict[str, tuple[Callable[[], Path], str]] = {
                               "English; weights of all-MiniLM-L6-v2)"),
 }
 
-# model_type values (config.json) of the BERT family we support
-FAMILIES = ("bert", "albert", "roberta", "distilbert", "electra", "xlm-roberta", "camembert",
-            "deberta", "deberta-v2", "mpnet")
+# model_type values (config.json) of the BERT family we support -> what a config.json of a small
+# one needs beyond the common size keys: its own names for them (DistilBERT), a factorised
+# embedding width (ALBERT, ELECTRA), or room for positions that start after the pad id (RoBERTa-likes)
+_OFFSET_POSITIONS = {"pad_token_id": 0, "max_position_embeddings": 2}
+FAMILIES: dict[str, dict] = {
+    "bert": {}, "albert": {"embedding_size": 8}, "roberta": _OFFSET_POSITIONS,
+    "distilbert": {"dim": "hidden_size", "n_layers": "num_hidden_layers", "n_heads": "num_attention_heads",
+                   "hidden_dim": "intermediate_size"},
+    "electra": {"embedding_size": 8}, "xlm-roberta": _OFFSET_POSITIONS, "camembert": _OFFSET_POSITIONS,
+    "deberta": {}, "deberta-v2": {}, "mpnet": _OFFSET_POSITIONS,
+}
+
+
+def small_config(family: str, *, hidden_size: int = 16, num_hidden_layers: int = 2, num_attention_heads: int = 2,
+                 intermediate_size: int = 32, max_position_embeddings: int = 64, vocab_size: int = 30522) -> dict:
+    """config.json of a randomly initialised `family` model at this size (default: the smoke-test
+    size, ~0.5M parameters with a 30k vocabulary), e.g. for model.path = a folder holding it."""
+    size = {"hidden_size": hidden_size, "num_hidden_layers": num_hidden_layers,
+            "num_attention_heads": num_attention_heads, "intermediate_size": intermediate_size,
+            "max_position_embeddings": max_position_embeddings}
+    out = {"model_type": family, "vocab_size": vocab_size, **size}
+    for key, value in FAMILIES[family].items():
+        if isinstance(value, str):          # the family's own name of a size key
+            out[key] = out.pop(value)
+        elif key == "max_position_embeddings":
+            out[key] += value
+        else:
+            out[key] = value
+    return out
 
 
 def _bert_config():

@@ -19,10 +19,10 @@ from encoderlab.store.runs import Run, RunStore
 _ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TOKENIZERS_PARALLELISM", "PYTHONPATH")
 
 
-def _task(cfg, store_root: str, action: str, run_id: str | None, threads: int) -> S.Outcome:
+def _task(cfg, store_root: str, action: str, run_id: str | None, threads: int, kind: str) -> S.Outcome:
     from encoderlab import machine
     machine.THREADS_DEFAULT = threads    # one thread per reserved CPU, not all the node's cores
-    return S.run_point(cfg, store_root, action, run_id, progress=False, keep_going=True)
+    return S.run_point(cfg, store_root, action, run_id, kind=kind, progress=False, keep_going=True)
 
 
 def connect(address: str | None = None, num_cpus: int | None = None):
@@ -44,13 +44,14 @@ def connect(address: str | None = None, num_cpus: int | None = None):
     return ray
 
 
-def run_sweep(points: list[S.Point], store: RunStore, *, address: str | None = None,
-              cpus_per_run: float = 1, num_cpus: int | None = None,
+def run_sweep(points: list[S.Point], store: RunStore, *, kind: str = "classification",
+              address: str | None = None, cpus_per_run: float = 1, num_cpus: int | None = None,
               on_point: Callable[[int, int, S.Point, str], None] | None = None,
               on_done: Callable[[S.Point, S.Outcome], None] | None = None) -> list[Run]:
-    """Submit every point not yet completed as a Ray task (`cpus_per_run` CPUs each), wait for
-    all; returns the runs of all points in sweep order (failed ones included)."""
-    steps = S.plan(store, points)
+    """Submit every point not yet completed as a Ray task (`cpus_per_run` CPUs each) running the
+    recipe of run `kind`, wait for all; returns the runs of all points in sweep order (failed
+    ones included)."""
+    steps = S.plan(store, points, kind)
     todo = [(i, p, a, r) for i, (p, a, r) in enumerate(steps) if a in ("start", "resume")]
     outcomes: dict[int, S.Outcome] = {}
     for i, (p, a, r) in enumerate(steps):
@@ -63,7 +64,7 @@ def run_sweep(points: list[S.Point], store: RunStore, *, address: str | None = N
         task = ray.remote(num_cpus=cpus_per_run, max_retries=0)(_task)
         root = str(Path(store.root).resolve())
         threads = max(1, int(cpus_per_run))
-        pending = {task.options(name=p.cfg.name).remote(p.cfg, root, a, r.id if r else None, threads): (i, p)
+        pending = {task.options(name=p.cfg.name).remote(p.cfg, root, a, r.id if r else None, threads, kind): (i, p)
                    for i, p, a, r in todo}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)

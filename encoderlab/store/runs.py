@@ -198,11 +198,17 @@ class RunStore:
             return []
         return sorted(p.name for p in self.root.iterdir() if (p / "run.json").exists())
 
-    def list(self, name: str | None = None, status: str | None = None, group: str | None = None,
-             limit: int = 0) -> list[dict]:
-        """Index rows, newest last; `name`/`group` accept SQL LIKE patterns (* works as %)."""
+    def _indexed(self) -> sqlite3.Connection:
+        """The index, rebuilt from the folders first when it is missing."""
         if not (self.root / "index.sqlite").exists() and self.ids():
             self.rebuild()
+        return self.con
+
+    def list(self, name: str | None = None, status: str | None = None, group: str | None = None,
+             limit: int = 0, kind: str | None = None) -> list[dict]:
+        """Index rows, newest last; `name`/`group` accept SQL LIKE patterns (* works as %);
+        `kind` is a row of `encoderlab.kinds.KINDS`."""
+        con = self._indexed()
         sql, args = "SELECT * FROM runs WHERE 1=1", []
         if name:
             sql += " AND name LIKE ?"
@@ -210,13 +216,34 @@ class RunStore:
         if group:
             sql += " AND grp LIKE ?"
             args.append(group.replace("*", "%"))
+        if kind:
+            sql += " AND kind = ?"
+            args.append(kind)
         sql += " ORDER BY created, id"
-        rows = [dict(r) for r in self.con.execute(sql, args)]
+        rows = [dict(r) for r in con.execute(sql, args)]
         for r in rows:
             r["status"] = self.effective_status(r)
         if status:
             rows = [r for r in rows if r["status"] == status]
         return rows[-limit:] if limit else rows
+
+    # -- lineage (runs derived from runs: distill, truncate, quantize, export) -----------------
+
+    def parent_of(self, run_id: str) -> str | None:
+        row = self._indexed().execute("SELECT parent FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return row["parent"] if row else None
+
+    def children(self, run_id: str) -> list[str]:
+        """Ids of the runs made directly from `run_id`, oldest first."""
+        return [r["id"] for r in self._indexed().execute(
+            "SELECT id FROM runs WHERE parent = ? ORDER BY created, id", (run_id,))]
+
+    def descendants(self, run_id: str) -> list[str]:
+        """Ids of every run derived from `run_id`, directly or through others, oldest first."""
+        return [r["id"] for r in self._indexed().execute(
+            """WITH RECURSIVE tree(id) AS (SELECT id FROM runs WHERE parent = ?
+                   UNION SELECT runs.id FROM runs JOIN tree ON runs.parent = tree.id)
+               SELECT runs.id FROM runs JOIN tree USING (id) ORDER BY created, id""", (run_id,))]
 
     def metrics(self, run_id: str, split: str | None = None) -> list[dict]:
         sql, args = "SELECT step, epoch, split, name, value FROM metrics WHERE run_id = ?", [run_id]

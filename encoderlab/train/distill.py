@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from encoderlab import machine
 from encoderlab import config as C
+from encoderlab import kinds
 from encoderlab.cost.derive import parse_layers, truncate
 from encoderlab.data.dataset import load_data
 from encoderlab.encode.text import collate, encode_split, train_batches
@@ -119,10 +120,8 @@ def distill(cfg: C.ExperimentConfig, store: RunStore, *, progress: bool = True, 
     if not cc.teacher:
         raise ConfigError("compress.teacher is empty: name the fine-tuned run to distill from")
     teacher_run = store.get(cc.teacher)
+    kinds.require(teacher_run, "distill")
     folder = teacher_run.dir / "model"
-    if not (folder / "encoderlab.json").exists():
-        raise StoreError(f"run {teacher_run.id} has no final classifier model; distill from a completed "
-                         "fine-tuning run")
     machine.apply_threads(tc.threads)
     torch.manual_seed(tc.seed)
     device = pick_device(tc.device)

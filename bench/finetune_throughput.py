@@ -178,7 +178,8 @@ def run_encoderlab(spec: dict) -> dict:
     # time the in-training validation passes and checkpoints.
     clock = {"evals": [], "ckpt": 0.0, "last_ckpt_end": None, "finishing": False,
              "in_eval": False, "padded": 0, "real": 0, "batches": 0}
-    orig_collate, orig_predict = T.collate, F.predict_logits
+    from encoderlab.train import loop as L
+    orig_collate, orig_predict = T.collate, L.predict_logits
     orig_save, orig_prune, orig_load_weights = CK.save, CK.prune, CK.load_weights
 
     def collate(enc, idx, pad_id):
@@ -218,7 +219,7 @@ def run_encoderlab(spec: dict) -> dict:
         return orig_finish(*a, **k)
 
     # Encoded.batch looks collate up in encode.text at call time, so patching the module counts every batch
-    T.collate, F.predict_logits = collate, predict_logits
+    T.collate, L.predict_logits = collate, predict_logits
     CK.save, CK.prune, F._finish = timed(orig_save), timed(orig_prune), finish
 
     events = []

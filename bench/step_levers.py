@@ -38,7 +38,7 @@ def child(variant: str, precision: str, steps: int, warmup: int, threads: int) -
     from encoderlab.data.dataset import load_data
     from encoderlab.encode.text import encode_split, train_batches
     from encoderlab.models import classifier
-    from encoderlab.train.fit import autocast
+    from encoderlab.train.loop import autocast
     from encoderlab.train.optim import make_optimizer
 
     torch.set_num_threads(threads)

@@ -20,7 +20,8 @@ from encoderlab import metrics as M
 from encoderlab.errors import StoreError
 from encoderlab.store.runs import Run
 from encoderlab.train import checkpoint
-from encoderlab.train.fit import predict_logits, setup
+from encoderlab.train.classify import setup
+from encoderlab.train.loop import predict_logits
 
 SPLITS = ("validation", "test")
 

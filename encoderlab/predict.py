@@ -18,7 +18,7 @@ from encoderlab.encode.text import encode_split
 from encoderlab.errors import StoreError
 from encoderlab.models import classifier
 from encoderlab.store.runs import Run
-from encoderlab.train.fit import pick_device, predict_logits
+from encoderlab.train.loop import pick_device, predict_logits
 
 
 def _probabilities(run: Run, input_path: str, frame: pd.DataFrame, *, batch_size: int, text: str | None,

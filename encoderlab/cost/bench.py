@@ -147,7 +147,7 @@ def train_step_throughput(model: torch.nn.Module, enc: Encoded, batch_size: int,
     """Training tokens/s of forward + backward + AdamW step on real batches (length-bucketed as
     fit does), after `warmup` steps; the model's weights change, so pass a copy you can discard."""
     from encoderlab.encode.text import train_batches
-    from encoderlab.train.fit import autocast
+    from encoderlab.train.loop import autocast
     batches = train_batches(enc.lengths, batch_size, seed=0, bucket=True)
     need = steps + warmup
     batches = (batches * math.ceil(need / max(len(batches), 1)))[:need]

@@ -21,66 +21,10 @@ from encoderlab import metrics as M
 from encoderlab.cost.runtime import ONNX_FILES, Predictor, export_onnx, quantize_onnx
 from encoderlab.data.dataset import load_data
 from encoderlab.encode.text import Encoded, collate, encode_split, eval_batches
-from encoderlab.errors import ConfigError
+from encoderlab.models.layers import parse_layers, truncate
 from encoderlab.models import classifier
 from encoderlab.store import atomic
 from encoderlab.store.runs import Run, RunStore, now
-
-
-def parse_layers(spec: str, num_layers: int) -> list[int]:
-    """'first:K' -> 0..K-1; 'every:N' -> N-1, 2N-1, ... (ends on the top layer when N divides L);
-    '0,3,5' -> those (0-based, ascending, distinct); '' -> all."""
-    where = f"compress.layers = \"{spec}\""
-    spec = spec.strip()
-    if not spec:
-        return list(range(num_layers))
-    try:
-        if spec.startswith("first:"):
-            k = int(spec[6:])
-            layers = list(range(k))
-        elif spec.startswith("every:"):
-            n = int(spec[6:])
-            if n < 1:
-                raise ValueError
-            layers = list(range(n - 1, num_layers, n))
-        else:
-            layers = [int(x) for x in spec.split(",")]
-    except ValueError:
-        raise ConfigError(f"{where}: expected first:K, every:N or a list like 0,3,5") from None
-    if not layers:
-        raise ConfigError(f"{where} keeps no layer of the teacher's {num_layers}")
-    bad = [i for i in layers if not 0 <= i < num_layers]
-    if bad:
-        raise ConfigError(f"{where}: layer(s) {bad} outside 0 .. {num_layers - 1} (the teacher has {num_layers})")
-    if layers != sorted(set(layers)):
-        raise ConfigError(f"{where}: layers must be distinct and ascending")
-    return layers
-
-
-def encoder_layers(encoder: torch.nn.Module) -> torch.nn.ModuleList:
-    """The stack of transformer blocks (BERT/RoBERTa: encoder.layer; DistilBERT: transformer.layer)."""
-    for path in ("encoder.layer", "transformer.layer"):
-        obj = encoder
-        for part in path.split("."):
-            obj = getattr(obj, part, None)
-        if isinstance(obj, torch.nn.ModuleList):
-            return obj
-    raise ConfigError(f"cannot truncate a {encoder.config.model_type} encoder: it has no per-layer weights "
-                      "(ALBERT shares one layer across depth)")
-
-
-def truncate(model: classifier.Classifier, layers: list[int]) -> classifier.Classifier:
-    """Keep only `layers` of the encoder, with their weights; the config follows."""
-    stack = encoder_layers(model.encoder)
-    kept = torch.nn.ModuleList([stack[i] for i in layers])
-    for new_idx, block in enumerate(kept):
-        for m in block.modules():           # cache bookkeeping indexes layers by position
-            if hasattr(m, "layer_idx"):
-                m.layer_idx = new_idx
-    parent = model.encoder.encoder if hasattr(model.encoder, "encoder") else model.encoder.transformer
-    parent.layer = kept
-    model.encoder.config.num_hidden_layers = len(layers)
-    return model
 
 
 def new_run(store: RunStore, parent: Run, name: str, **compress) -> tuple[Run, C.ExperimentConfig]:
@@ -115,7 +59,7 @@ def logits_of(predictor: Predictor, enc: Encoded, batch_size: int, pad_id: int) 
 def finish(run: Run, cfg: C.ExperimentConfig, runtime: str, threads: int = 0) -> dict:
     """Score the run's model (served by `runtime`) on validation and test; store events,
     predictions and the test score, mark it completed. Returns {split: scores} with the logits."""
-    from encoderlab.train.fit import _write_predictions
+    from encoderlab.train.loop import write_predictions
     pred = Predictor(run.dir / "model", runtime, threads)
     data, enc = scored_splits(cfg, pred.tokenizer)
     names = data.label_names
@@ -130,17 +74,12 @@ def finish(run: Run, cfg: C.ExperimentConfig, runtime: str, threads: int = 0) ->
                  "metrics": {k: scores[k] for k in ("loss", "accuracy", "macro_f1")},
                  "detail": {"per_class": scores["per_class"], "predicted_share": scores["predicted_share"],
                             "runtime": runtime}})
-        _write_predictions(run.dir / "predictions" / f"{split}.csv", getattr(data, split), logits, names)
+        write_predictions(run.dir / "predictions" / f"{split}.csv", getattr(data, split), logits, names)
         results[split] = {**scores, "logits": logits}
     run.update(status="completed", finished=now(), test_accuracy=results["test"]["accuracy"],
                test_macro_f1=results["test"]["macro_f1"], parameters=pred.parameters,
                best_metric="accuracy", best_value=results["validation"]["accuracy"], message="")
     return results
-
-
-def _fail(run: Run, e: BaseException) -> None:
-    run.update(status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
-               message=f"{type(e).__name__}: {e}"[:500])
 
 
 def _parent_model(parent: Run, verb: str) -> Path:
@@ -153,13 +92,10 @@ def truncate_run(store: RunStore, parent: Run, layers: str, name: str = "") -> t
     model, tok, meta = classifier.load(_parent_model(parent, "truncate"))
     keep = parse_layers(layers, model.encoder.config.num_hidden_layers)
     run, cfg = new_run(store, parent, name or f"{parent.info['name']}-L{len(keep)}", layers=layers)
-    try:
+    with store.running(run, restarts="derived runs are made again, not resumed"):
         truncate(model, keep)
         classifier.save(model, tok, run.dir / "model", {**_meta(meta), "layers_from_teacher": keep})
         return run, finish(run, cfg, "torch")
-    except BaseException as e:
-        _fail(run, e)
-        raise
 
 
 def _meta(meta: dict) -> dict:
@@ -180,12 +116,9 @@ def quantize_run(store: RunStore, parent: Run, name: str = "") -> tuple[Run, dic
     run, cfg = new_run(store, parent, name or f"{parent.info['name']}-int8",
                        teacher=parent.config().compress.teacher or parent.id,
                        layers=parent.config().compress.layers, runtime="torch-int8")
-    try:
+    with store.running(run, restarts="derived runs are made again, not resumed"):
         copy_model(src, run.dir / "model")
         return run, finish(run, cfg, "torch-int8")
-    except BaseException as e:
-        _fail(run, e)
-        raise
 
 
 def export_run(store: RunStore, parent: Run, int8: bool = False, name: str = "",
@@ -197,7 +130,7 @@ def export_run(store: RunStore, parent: Run, int8: bool = False, name: str = "",
     pcfg = parent.config()
     run, cfg = new_run(store, parent, name or f"{parent.info['name']}-{runtime}",
                        teacher=pcfg.compress.teacher or parent.id, layers=pcfg.compress.layers, runtime=runtime)
-    try:
+    with store.running(run, restarts="derived runs are made again, not resumed"):
         dst = run.dir / "model"
         copy_model(src, dst)
         model, tok, meta = classifier.load(dst)
@@ -219,9 +152,6 @@ def export_run(store: RunStore, parent: Run, int8: bool = False, name: str = "",
         atomic.write_text(run.dir / "export.json", json.dumps(check, indent=2))
         run.update(export=check)
         return run, {**results, "equivalence": check}
-    except BaseException as e:
-        _fail(run, e)
-        raise
 
 
 def equivalence(reference: Predictor, logits: np.ndarray, cfg: C.ExperimentConfig) -> dict:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -116,6 +117,23 @@ class RunStore:
         atomic.write_json(run_dir / "run.json", info)
         self._index_run(info)
         return Run(self, run_dir)
+
+    @contextlib.contextmanager
+    def running(self, run: Run, state: dict | None = None, restarts: str = ""):
+        """The one lifecycle of a run while a recipe works on it. Ctrl-C or `kill` (a
+        KeyboardInterrupt) marks it interrupted, naming the step reached (`state["step"]`) and, for
+        kinds that restart rather than resume, `restarts`; any other error marks it failed with the
+        error (an error's `run_message` when it has one). Both re-raise. Completion is the recipe's
+        last act (`run.update(status="completed", ...)`), inside the block."""
+        try:
+            yield run
+        except KeyboardInterrupt:
+            where = f"stopped at step {state.get('step', 0)}" if state is not None else "stopped"
+            run.update(status="interrupted", message=where + (f" ({restarts})" if restarts else ""))
+            raise
+        except BaseException as e:
+            run.update(status="failed", message=(getattr(e, "run_message", None) or f"{type(e).__name__}: {e}")[:500])
+            raise
 
     def _index_run(self, info: dict) -> None:
         self.con.execute("BEGIN IMMEDIATE")

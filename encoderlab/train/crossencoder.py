@@ -24,10 +24,10 @@ from encoderlab.models import ranking as RM
 from encoderlab.store import space
 from encoderlab.store.runs import Run, RunStore, now
 from encoderlab.train import checkpoint
-from encoderlab.train.fit import ProgressBar, autocast, emitter, pick_device
+from encoderlab.train.loop import ProgressBar, autocast, emitter, pick_device, sigterm_as_interrupt
 from encoderlab.train.optim import make_optimizer, make_scheduler
-from encoderlab.train.ranking import (SPLITS, Running, dictionary_tokens, flat_metrics, ks, optimizer_step,
-                                      run_status, stats_for, tokenize_split)
+from encoderlab.train.ranking_common import (SPLITS, Running, dictionary_tokens, flat_metrics, ks, optimizer_step,
+                                             stats_for, tokenize_split)
 
 
 @dataclass
@@ -49,7 +49,7 @@ def _views(cfg: C.ExperimentConfig, data: RankData, tok, store_root) -> dict[str
     if data.candidates == "list":
         return {s: View(t.ctx, t.cand, t.cand_index, getattr(data, s).labels, getattr(data, s).domains)
                 for s, t in tokens.items()}
-    from encoderlab.train.biencoder import retrieve, retriever
+    from encoderlab.train.retriever import retrieve, retriever
     bi = retriever(cfg, store_root)
     segs, rows = dictionary_tokens(tok, data, rc, reserve=1)
     pos = {int(r): p for p, r in enumerate(rows)}
@@ -140,7 +140,7 @@ def fit_cross(cfg: C.ExperimentConfig, store: RunStore, progress: bool = True, c
     sched = make_scheduler(opt, tc, total)
     train = views["train"]
     ckpt = run.dir / "checkpoints"
-    with run_status(run, state):
+    with store.running(run, state, restarts="ranking runs restart"), sigterm_as_interrupt():
         with ProgressBar(progress, total, 0, "cross-encoder") as bar:
             model.train()
             for epoch in range(tc.epochs):
@@ -187,7 +187,7 @@ def fit_cross(cfg: C.ExperimentConfig, store: RunStore, progress: bool = True, c
 
 
 def stats_for_view(view: View, pairs, rc) -> dict:
-    from encoderlab.train.ranking import SplitTokens
+    from encoderlab.train.ranking_common import SplitTokens
     return stats_for(SplitTokens(view.ctx, view.cand, None), pairs, rc)
 
 

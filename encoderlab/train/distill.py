@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from encoderlab import machine
 from encoderlab import config as C
 from encoderlab import kinds
-from encoderlab.cost.derive import parse_layers, truncate
+from encoderlab.models.layers import parse_layers, truncate
 from encoderlab.data.dataset import load_data
 from encoderlab.encode.text import collate, encode_split, train_batches
 from encoderlab.errors import ConfigError, StoreError
@@ -35,8 +35,8 @@ from encoderlab.models import classifier
 from encoderlab.store import space
 from encoderlab.store.runs import Run, RunStore, now
 from encoderlab.train import checkpoint
-from encoderlab.train.fit import (ProgressBar, _write_predictions, autocast, emitter, evaluate, pick_device,
-                                  predict_logits, sigterm_as_interrupt)
+from encoderlab.train.loop import (ProgressBar, autocast, emitter, evaluate, pick_device, predict_logits,
+                                   sigterm_as_interrupt, write_predictions)
 from encoderlab.train.optim import make_optimizer, make_scheduler
 
 
@@ -176,85 +176,77 @@ def distill(cfg: C.ExperimentConfig, store: RunStore, *, progress: bool = True, 
     state = {"step": 0, "epoch": 0, "batch": 0, "best": None, "bad_evals": 0}
     ckpt_dir = run.dir / "checkpoints"
     bar = ProgressBar(progress, total, 0, label="distill")
-    try:
-        with sigterm_as_interrupt(), bar:
-            for epoch in range(tc.epochs):
-                batches = train_batches(enc["train"].lengths, tc.batch_size, seed=tc.seed * 100003 + epoch,
-                                        bucket=tc.bucket)
-                sums, seen, t_ep = {"loss": 0.0, "soft": 0.0, "hard": 0.0, "hidden": 0.0, "attention": 0.0}, 0, \
-                    time.perf_counter()
-                for idx in batches:
-                    batch = {k: v.to(device) for k, v in collate(enc["train"], idx, pad_id).items()}
-                    labels = batch.pop("labels")
-                    with autocast(device, tc.precision):
-                        s_logits, s_h, s_a = _forward(student, batch, match_h, match_a)
-                        if cached is not None:
-                            t_logits, t_h, t_a = cached[idx].to(device), None, None
-                        else:
-                            with torch.no_grad():
-                                t_logits, t_h, t_a = _forward(teacher, batch, match_h, match_a)
-                    # (B, K) soft targets at temperature T; T^2 keeps gradient scale independent of T
-                    soft = F.kl_div(F.log_softmax(s_logits / T, -1), F.softmax(t_logits.float() / T, -1),
-                                    reduction="batchmean") * T * T
-                    hard = F.cross_entropy(s_logits, labels, label_smoothing=tc.label_smoothing)
-                    loss = a * soft + (1 - a) * hard
-                    parts = {"soft": soft.item(), "hard": hard.item()}
-                    if match_h:
-                        m = batch["attention_mask"].unsqueeze(-1).float()     # (B, T, 1): real tokens only
-                        pairs = [(0, 0)] + [(i + 1, t) for i, t in enumerate(mapping)]
-                        h = sum(((proj(s_h[i].float()) if proj is not None else s_h[i].float())
-                                 - t_h[t].float()).pow(2).mul(m).sum() / (m.sum() * t_h[t].shape[-1])
-                                for i, t in pairs) / len(pairs)
-                        loss = loss + cc.hidden_weight * h
-                        parts["hidden"] = h.item()
-                    if match_a:
-                        att = sum(F.mse_loss(s_a[i].float(), t_a[t - 1].float()) for i, t in enumerate(mapping)) \
-                            / len(mapping)
-                        loss = loss + cc.attention_weight * att
-                        parts["attention"] = att.item()
-                    if not math.isfinite(loss.item()):
-                        raise StoreError(f"distillation loss became {loss.item()} at step {state['step'] + 1}; "
-                                         "lower train.lr")
-                    loss.backward()
-                    if tc.max_grad_norm:
-                        torch.nn.utils.clip_grad_norm_(student.parameters(), tc.max_grad_norm)
-                    opt.step()
-                    sched.step()
-                    opt.zero_grad(set_to_none=True)
-                    state["step"] += 1
-                    seen += len(idx)
-                    sums["loss"] += loss.item() * len(idx)
-                    for k, v in parts.items():
-                        sums[k] += v * len(idx)
-                    bar.advance(epoch, sums["loss"] / seen)
-                    if tc.max_steps and state["step"] >= tc.max_steps:
-                        break
-                emit({"split": "train", "step": state["step"], "epoch": epoch + 1,
-                      "metrics": {**{k: v / max(seen, 1) for k, v in sums.items() if v},
-                                  "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - t_ep}})
-                scores, _ = evaluate(student, enc["validation"], data.label_names, tc, device)
-                student.train()
-                emit({"split": "validation", "step": state["step"], "epoch": epoch + 1,
-                      "metrics": {k: scores[k] for k in ("loss", "accuracy", "macro_f1")}})
-                value = scores[tc.metric]
-                if state["best"] is None or (value < state["best"]["value"] if tc.metric == "loss"
-                                             else value > state["best"]["value"]):
-                    state["best"] = {"metric": tc.metric, "value": value, "step": state["step"], "epoch": epoch + 1}
-                state["epoch"] = epoch + 1
-                checkpoint.save(ckpt_dir, student, opt, sched, state)
-                checkpoint.prune(ckpt_dir, tc.keep_checkpoints, {f"step-{state['best']['step']}"})
-                run.update(steps_done=state["step"], epochs_done=epoch + 1, best_metric=tc.metric,
-                           best_value=state["best"]["value"])
+    with store.running(run, state, restarts="distill runs restart, they do not resume"), sigterm_as_interrupt(), bar:
+        for epoch in range(tc.epochs):
+            batches = train_batches(enc["train"].lengths, tc.batch_size, seed=tc.seed * 100003 + epoch,
+                                    bucket=tc.bucket)
+            sums, seen, t_ep = {"loss": 0.0, "soft": 0.0, "hard": 0.0, "hidden": 0.0, "attention": 0.0}, 0, \
+                time.perf_counter()
+            for idx in batches:
+                batch = {k: v.to(device) for k, v in collate(enc["train"], idx, pad_id).items()}
+                labels = batch.pop("labels")
+                with autocast(device, tc.precision):
+                    s_logits, s_h, s_a = _forward(student, batch, match_h, match_a)
+                    if cached is not None:
+                        t_logits, t_h, t_a = cached[idx].to(device), None, None
+                    else:
+                        with torch.no_grad():
+                            t_logits, t_h, t_a = _forward(teacher, batch, match_h, match_a)
+                # (B, K) soft targets at temperature T; T^2 keeps gradient scale independent of T
+                soft = F.kl_div(F.log_softmax(s_logits / T, -1), F.softmax(t_logits.float() / T, -1),
+                                reduction="batchmean") * T * T
+                hard = F.cross_entropy(s_logits, labels, label_smoothing=tc.label_smoothing)
+                loss = a * soft + (1 - a) * hard
+                parts = {"soft": soft.item(), "hard": hard.item()}
+                if match_h:
+                    m = batch["attention_mask"].unsqueeze(-1).float()     # (B, T, 1): real tokens only
+                    pairs = [(0, 0)] + [(i + 1, t) for i, t in enumerate(mapping)]
+                    h = sum(((proj(s_h[i].float()) if proj is not None else s_h[i].float())
+                             - t_h[t].float()).pow(2).mul(m).sum() / (m.sum() * t_h[t].shape[-1])
+                            for i, t in pairs) / len(pairs)
+                    loss = loss + cc.hidden_weight * h
+                    parts["hidden"] = h.item()
+                if match_a:
+                    att = sum(F.mse_loss(s_a[i].float(), t_a[t - 1].float()) for i, t in enumerate(mapping)) \
+                        / len(mapping)
+                    loss = loss + cc.attention_weight * att
+                    parts["attention"] = att.item()
+                if not math.isfinite(loss.item()):
+                    raise StoreError(f"distillation loss became {loss.item()} at step {state['step'] + 1}; "
+                                     "lower train.lr")
+                loss.backward()
+                if tc.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(student.parameters(), tc.max_grad_norm)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                state["step"] += 1
+                seen += len(idx)
+                sums["loss"] += loss.item() * len(idx)
+                for k, v in parts.items():
+                    sums[k] += v * len(idx)
+                bar.advance(epoch, sums["loss"] / seen)
                 if tc.max_steps and state["step"] >= tc.max_steps:
                     break
-    except KeyboardInterrupt:
-        run.update(status="interrupted", message=f"stopped at step {state['step']} (distill runs restart, "
-                                                 "they do not resume)")
-        raise
-    except BaseException as e:
-        run.update(status="failed", message=f"{type(e).__name__}: {e}"[:500])
-        raise
-    return _finish(run, cfg, student, tok, data, enc, state, pad_id, device, emit, tmeta, kept)
+            emit({"split": "train", "step": state["step"], "epoch": epoch + 1,
+                  "metrics": {**{k: v / max(seen, 1) for k, v in sums.items() if v},
+                              "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - t_ep}})
+            scores, _ = evaluate(student, enc["validation"], data.label_names, tc, device)
+            student.train()
+            emit({"split": "validation", "step": state["step"], "epoch": epoch + 1,
+                  "metrics": {k: scores[k] for k in ("loss", "accuracy", "macro_f1")}})
+            value = scores[tc.metric]
+            if state["best"] is None or (value < state["best"]["value"] if tc.metric == "loss"
+                                         else value > state["best"]["value"]):
+                state["best"] = {"metric": tc.metric, "value": value, "step": state["step"], "epoch": epoch + 1}
+            state["epoch"] = epoch + 1
+            checkpoint.save(ckpt_dir, student, opt, sched, state)
+            checkpoint.prune(ckpt_dir, tc.keep_checkpoints, {f"step-{state['best']['step']}"})
+            run.update(steps_done=state["step"], epochs_done=epoch + 1, best_metric=tc.metric,
+                       best_value=state["best"]["value"])
+            if tc.max_steps and state["step"] >= tc.max_steps:
+                break
+        return _finish(run, cfg, student, tok, data, enc, state, pad_id, device, emit, tmeta, kept)
 
 
 def _finish(run, cfg, student, tok, data, enc, state, pad_id, device, emit, tmeta, kept) -> Run:
@@ -273,7 +265,7 @@ def _finish(run, cfg, student, tok, data, enc, state, pad_id, device, emit, tmet
               "epoch": state["best"]["epoch"], "metrics": {k: scores[k] for k in ("loss", "accuracy", "macro_f1")},
               "detail": {"per_class": scores["per_class"], "predicted_share": scores["predicted_share"],
                          "checkpoint": best.name}})
-        _write_predictions(run.dir / "predictions" / f"{split}.csv", getattr(data, split), logits, data.label_names)
+        write_predictions(run.dir / "predictions" / f"{split}.csv", getattr(data, split), logits, data.label_names)
     meta = {k: v for k, v in tmeta.items() if k != "pooling"}
     classifier.save(student, tok, run.dir / "model", {**meta, "best_checkpoint": best.name,
                                                       "layers_from_teacher": kept})

@@ -43,7 +43,8 @@ from encoderlab import config as C
 from encoderlab.encode.text import train_batches
 from encoderlab.errors import ConfigError
 from encoderlab.store import atomic
-from encoderlab.train.fit import autocast, setup
+from encoderlab.train.classify import setup
+from encoderlab.train.loop import autocast
 from encoderlab.train.optim import make_optimizer
 
 #: the rule whose LR becomes `LRFindResult.suggested` (the other is still reported)

@@ -13,7 +13,6 @@ the same masked positions."""
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,14 +26,15 @@ from encoderlab.data.corpus import Corpus, duplicate_share, read_corpus
 from encoderlab.data.dataset import resolve_columns
 from encoderlab.encode.text import eval_batches, padding_waste, train_batches
 from encoderlab.encode.vocab import check_known
-from encoderlab.errors import ConfigError, EncoderlabError
+from encoderlab.errors import ConfigError
 from encoderlab.models import classifier
 from encoderlab.store import atomic
 from encoderlab.store import space
 from encoderlab.store.runs import Run, RunStore, now
 from encoderlab.train import checkpoint
 from encoderlab.faults import fault
-from encoderlab.train.fit import Callback, ProgressBar, autocast, emitter, graceful_stop, pick_device, reopen
+from encoderlab.train.loop import (Callback, Diverged, ProgressBar, StepTimer, autocast, emitter, graceful_stop,
+                                   pick_device, reopen)
 from encoderlab.train.optim import make_optimizer, make_scheduler
 
 FAMILIES = ("bert", "albert")   # model types with an MLM head and a sentence-pair head
@@ -467,10 +467,6 @@ def model_warnings(metrics: dict, detail: dict, summary: dict) -> list[dict]:
 
 # -- the recipe ------------------------------------------------------------------------------------
 
-class _Diverged(EncoderlabError):
-    pass
-
-
 def pretrain(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
              callback: Callback | None = None, progress: bool = True) -> Run:
     """Pretrain (or continue) one run; returns it completed, or raises after marking it."""
@@ -515,95 +511,86 @@ def pretrain(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = N
                    best_value=state["best"]["value"])
 
     bar = ProgressBar(progress, total, state["step"], label="pretrain")
+    timer = StepTimer()
     s.model.train()
-    try:
-        with graceful_stop() as stop_asked, bar:
-            for epoch in range(state["epoch"], tc.epochs):
-                batches = train_batches(s.train.lengths, tc.batch_size, seed=tc.seed * 100003 + epoch,
-                                        bucket=tc.bucket)
-                t0 = time.perf_counter()
-                tr = state["train"]
-                for b in range(state["batch"], len(batches), tc.grad_accum):
-                    group = batches[b:b + tc.grad_accum]
-                    n_ex = sum(len(g) for g in group)
-                    for j, idx in enumerate(group):
-                        rng = np.random.default_rng([tc.seed, epoch, b + j])
-                        batch = make_batch(s.train, s.tokens, idx, cfg.pretrain, cfg.encode.max_length,
-                                           s.special, rng)
-                        batch = {k: v.to(s.device) for k, v in batch.items()}
-                        with autocast(s.device, tc.precision):
-                            out = s.model(**batch)
-                        loss = out["loss"].item()
-                        if not math.isfinite(loss):
-                            raise _Diverged(f"pretraining loss became {loss} at step {state['step'] + 1}; "
-                                            "lower train.lr, add warmup, keep train.max_grad_norm > 0")
-                        (out["loss"] * (len(idx) / n_ex)).backward()
-                        tr["loss"] += loss * len(idx)
-                        tr["seen"] += len(idx)
-                        m = len(out["targets"])
-                        tr["mlm_loss"] += out["mlm_loss"].item() * m
-                        tr["masked"] += m
-                        tr["correct"] += int((out["logits"].argmax(1) == out["targets"]).sum())
-                        if "pair_loss" in out:
-                            p = len(out["pair_targets"])
-                            tr["pair_loss"] += out["pair_loss"].item() * p
-                            tr["pairs"] += p
-                            tr["pair_correct"] += int((out["pair_logits"].argmax(1) == out["pair_targets"]).sum())
-                        tr["tokens"] += int(batch["attention_mask"].sum())
-                    fault("step")
-                    if tc.max_grad_norm:
-                        norm = float(torch.nn.utils.clip_grad_norm_(s.model.parameters(), tc.max_grad_norm))
-                        tr["grad_norm_max"] = max(tr.get("grad_norm_max", 0.0), norm)
-                    opt.step()
-                    sched.step()
-                    opt.zero_grad(set_to_none=True)
-                    state["step"] += 1
-                    state["batch"] = b + len(group)
-                    running = tr["mlm_loss"] / max(tr["masked"], 1)
-                    if state["step"] % max(1, steps_per_epoch // 20) == 0:
-                        tr.setdefault("curve", []).append([state["step"], running])
-                    bar.advance(epoch, running)
-                    if stop_asked["n"]:        # SIGTERM / Ctrl-C: keep exactly this step, then stop
-                        tr["seconds"] += time.perf_counter() - t0
-                        save()
-                        raise KeyboardInterrupt
-                    done = tc.max_steps and state["step"] >= tc.max_steps
-                    if tc.eval_every_steps and state["step"] % tc.eval_every_steps == 0 and not done \
-                            and state["batch"] < len(batches):
-                        tr["seconds"] += time.perf_counter() - t0
-                        t0 = time.perf_counter()
+    with store.running(run, state), graceful_stop() as stop_asked, bar:
+        for epoch in range(state["epoch"], tc.epochs):
+            batches = train_batches(s.train.lengths, tc.batch_size, seed=tc.seed * 100003 + epoch,
+                                    bucket=tc.bucket)
+            tr = state["train"]
+            timer.start()
+            for b in range(state["batch"], len(batches), tc.grad_accum):
+                group = batches[b:b + tc.grad_accum]
+                n_ex = sum(len(g) for g in group)
+                for j, idx in enumerate(group):
+                    rng = np.random.default_rng([tc.seed, epoch, b + j])
+                    batch = make_batch(s.train, s.tokens, idx, cfg.pretrain, cfg.encode.max_length,
+                                       s.special, rng)
+                    batch = {k: v.to(s.device) for k, v in batch.items()}
+                    with autocast(s.device, tc.precision):
+                        out = s.model(**batch)
+                    loss = out["loss"].item()
+                    if not math.isfinite(loss):
+                        raise Diverged(state["step"] + 1, loss, "pretraining loss")
+                    (out["loss"] * (len(idx) / n_ex)).backward()
+                    tr["loss"] += loss * len(idx)
+                    tr["seen"] += len(idx)
+                    m = len(out["targets"])
+                    tr["mlm_loss"] += out["mlm_loss"].item() * m
+                    tr["masked"] += m
+                    tr["correct"] += int((out["logits"].argmax(1) == out["targets"]).sum())
+                    if "pair_loss" in out:
+                        p = len(out["pair_targets"])
+                        tr["pair_loss"] += out["pair_loss"].item() * p
+                        tr["pairs"] += p
+                        tr["pair_correct"] += int((out["pair_logits"].argmax(1) == out["pair_targets"]).sum())
+                    tr["tokens"] += int(batch["attention_mask"].sum())
+                fault("step")
+                if tc.max_grad_norm:
+                    norm = float(torch.nn.utils.clip_grad_norm_(s.model.parameters(), tc.max_grad_norm))
+                    tr["grad_norm_max"] = max(tr.get("grad_norm_max", 0.0), norm)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                state["step"] += 1
+                state["batch"] = b + len(group)
+                running = tr["mlm_loss"] / max(tr["masked"], 1)
+                if state["step"] % max(1, steps_per_epoch // 20) == 0:
+                    tr.setdefault("curve", []).append([state["step"], running])
+                bar.advance(epoch, running)
+                if stop_asked["n"]:        # SIGTERM / Ctrl-C: keep exactly this step, then stop
+                    timer.pause(tr)
+                    save()
+                    raise KeyboardInterrupt
+                done = tc.max_steps and state["step"] >= tc.max_steps
+                if tc.eval_every_steps and state["step"] % tc.eval_every_steps == 0 and not done \
+                        and state["batch"] < len(batches):
+                    with timer.paused(tr):
                         eval_and_save(epoch + state["batch"] / len(batches))
-                    elif tc.save_every_steps and state["step"] % tc.save_every_steps == 0 and not done:
-                        tr["seconds"] += time.perf_counter() - t0
-                        t0 = time.perf_counter()
+                elif tc.save_every_steps and state["step"] % tc.save_every_steps == 0 and not done:
+                    with timer.paused(tr):
                         save()
-                    if done:
-                        break
-                tr["seconds"] += time.perf_counter() - t0
-                frac = state["batch"] / len(batches)
-                metrics = {"loss": tr["loss"] / max(tr["seen"], 1), "mlm_loss": tr["mlm_loss"] / max(tr["masked"], 1),
-                           "mlm_accuracy": tr["correct"] / max(tr["masked"], 1),
-                           "lr": sched.get_last_lr()[0], "seconds": tr["seconds"],
-                           "tokens_per_s": tr["tokens"] / max(tr["seconds"], 1e-9)}
-                if tr["pairs"]:
-                    metrics.update(pair_loss=tr["pair_loss"] / tr["pairs"],
-                                   pair_accuracy=tr["pair_correct"] / tr["pairs"])
-                if "grad_norm_max" in tr:
-                    metrics["grad_norm_max"] = tr["grad_norm_max"]
-                emit({"split": "pretrain", "step": state["step"], "epoch": epoch + frac, "metrics": metrics,
-                      "detail": {"loss_curve": tr.get("curve", [])}})
-                state.update(epoch=epoch + 1 if frac >= 1 else epoch, batch=0 if frac >= 1 else state["batch"],
-                             train=dict(fresh))
-                eval_and_save(epoch + frac)
-                if tc.max_steps and state["step"] >= tc.max_steps:
+                if done:
                     break
-    except KeyboardInterrupt:
-        run.update(status="interrupted", message=f"stopped at step {state['step']}")
-        raise
-    except BaseException as e:
-        run.update(status="failed", message=f"{type(e).__name__}: {e}"[:500])
-        raise
-    return _finish(run, s, state, emit)
+            timer.pause(tr)
+            frac = state["batch"] / len(batches)
+            metrics = {"loss": tr["loss"] / max(tr["seen"], 1), "mlm_loss": tr["mlm_loss"] / max(tr["masked"], 1),
+                       "mlm_accuracy": tr["correct"] / max(tr["masked"], 1),
+                       "lr": sched.get_last_lr()[0], "seconds": tr["seconds"],
+                       "tokens_per_s": tr["tokens"] / max(tr["seconds"], 1e-9)}
+            if tr["pairs"]:
+                metrics.update(pair_loss=tr["pair_loss"] / tr["pairs"],
+                               pair_accuracy=tr["pair_correct"] / tr["pairs"])
+            if "grad_norm_max" in tr:
+                metrics["grad_norm_max"] = tr["grad_norm_max"]
+            emit({"split": "pretrain", "step": state["step"], "epoch": epoch + frac, "metrics": metrics,
+                  "detail": {"loss_curve": tr.get("curve", [])}})
+            state.update(epoch=epoch + 1 if frac >= 1 else epoch, batch=0 if frac >= 1 else state["batch"],
+                         train=dict(fresh))
+            eval_and_save(epoch + frac)
+            if tc.max_steps and state["step"] >= tc.max_steps:
+                break
+        return _finish(run, s, state, emit)
 
 
 def _finish(run: Run, s: Setup, state: dict, emit) -> Run:

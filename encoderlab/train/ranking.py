@@ -8,108 +8,13 @@ accuracy, MRR and recall@k overall, per domain (`accuracy/<domain>`) and as the 
 
 from __future__ import annotations
 
-import contextlib
-import time
-from dataclasses import dataclass, field
-
 import numpy as np
-import torch
 
 from encoderlab import config as C
 from encoderlab import metrics as M
-from encoderlab.data.ranking import RankData, RankSplit, load_ranking
-from encoderlab.encode.budget import Segments, budget_stats, encode_candidates, encode_contexts
+from encoderlab.data.ranking import load_ranking
 from encoderlab.store.runs import Run, RunStore, now
-
-SPLITS = ("train", "validation", "test")
-
-
-@dataclass
-class SplitTokens:
-    """One split under the budgets: context segments, the unique candidate texts' segments, and
-    per example the indices of its candidates into them (explicit-list mode)."""
-    ctx: Segments
-    cand: Segments | None
-    cand_index: list[list[int]] | None
-
-
-def tokenize_split(tokenizer, split: RankSplit, rc: C.RankingConfig, markers: bool, reserve: int) -> SplitTokens:
-    ctx = encode_contexts(tokenizer, split.left, split.mention, split.right, rc.context_tokens,
-                          rc.context_truncation, markers)
-    if split.candidates is None:
-        return SplitTokens(ctx, None, None)
-    unique: dict[str, int] = {}
-    index = [[unique.setdefault(t, len(unique)) for t in cands] for cands in split.candidates]
-    cand = encode_candidates(tokenizer, list(unique), rc.candidate_tokens, rc.candidate_truncation, reserve)
-    return SplitTokens(ctx, cand, index)
-
-
-def dictionary_tokens(tokenizer, data: RankData, rc: C.RankingConfig, reserve: int) -> tuple[Segments, np.ndarray]:
-    """Segments of the dictionary entries of every domain the splits use, and their rows."""
-    doms = {d for s in SPLITS for d in getattr(data, s).domains}
-    rows = np.flatnonzero(np.isin(np.asarray(data.dictionary.domains), sorted(doms)))
-    segs = encode_candidates(tokenizer, [data.dictionary.text(r) for r in rows], rc.candidate_tokens,
-                             rc.candidate_truncation, reserve)
-    return segs, rows
-
-
-def flat_metrics(scores: dict, extra: dict | None = None) -> dict:
-    """Overall metrics, `<metric>/<domain>` and `domain_mean/<metric>` as one flat dict."""
-    keys = [k for k in scores if k not in ("n", "per_domain", "domain_mean")]
-    out = {k: scores[k] for k in keys}
-    for d, s in scores["per_domain"].items():
-        out.update({f"{k}/{d}": s[k] for k in keys})
-    out.update({f"domain_mean/{k}": v for k, v in scores["domain_mean"].items()})
-    return {**out, **(extra or {})}
-
-
-@contextlib.contextmanager
-def run_status(run: Run, state: dict):
-    """Ctrl-C or `kill` marks the run interrupted, any other error failed; both re-raise.
-    (Ranking runs restart rather than resume.)"""
-    from encoderlab.train.fit import sigterm_as_interrupt
-    try:
-        with sigterm_as_interrupt():
-            yield
-    except KeyboardInterrupt:
-        run.update(status="interrupted", message=f"stopped at step {state['step']} (ranking runs restart)")
-        raise
-    except BaseException as e:
-        run.update(status="failed", message=f"{type(e).__name__}: {e}"[:500])
-        raise
-
-
-def optimizer_step(model, opt, sched, loss: torch.Tensor, max_grad_norm: float) -> None:
-    """backward -> clip -> AdamW step -> schedule step -> clear gradients."""
-    loss.backward()
-    if max_grad_norm:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-    opt.step()
-    sched.step()
-    opt.zero_grad(set_to_none=True)
-
-
-@dataclass
-class Running:
-    """Running training loss and top-1 accuracy over the contexts of one epoch."""
-    loss: float = 0.0
-    correct: int = 0
-    seen: int = 0
-    t0: float = field(default_factory=time.perf_counter)
-
-    def add(self, out: dict, labels: torch.Tensor) -> float:
-        self.loss += out["loss"].item() * len(labels)
-        self.correct += int((out["logits"].argmax(1).cpu() == labels).sum())
-        self.seen += len(labels)
-        return self.loss / self.seen
-
-    def metrics(self, sched) -> dict:
-        return {"loss": self.loss / max(self.seen, 1), "accuracy": self.correct / max(self.seen, 1),
-                "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - self.t0}
-
-
-def ks(rc: C.RankingConfig) -> tuple[int, ...]:
-    return tuple(sorted({1, 8, 64, rc.top_k}))
+from encoderlab.train.ranking_common import SPLITS, flat_metrics, ks, stats_for, tokenize_split
 
 
 def baseline(cfg: C.ExperimentConfig, store: RunStore, progress: bool = False) -> Run:
@@ -135,10 +40,6 @@ def baseline(cfg: C.ExperimentConfig, store: RunStore, progress: bool = False) -
             run.log({"split": "validation", "step": 0, "epoch": 0, "metrics": flat_metrics(scores)})
     run.update(status="completed", finished=now(), test_accuracy=scores["accuracy"])
     return run
-
-
-def stats_for(tokens: SplitTokens, pairs: list[list[tuple[int, int]]], rc: C.RankingConfig) -> dict:
-    return budget_stats(tokens.ctx, tokens.cand, pairs, rc.context_tokens, rc.candidate_tokens)
 
 
 def run(cfg: C.ExperimentConfig, store: RunStore, progress: bool = True, callback=None) -> Run:

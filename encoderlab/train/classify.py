@@ -1,0 +1,84 @@
+"""The classification task's setup, shared by the recipes that train or score a classifier (fit,
+lrfind, re-evaluation): data, label weights, model, tokenizer and encoded splits, built the same way
+for a new run and a resumed one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from encoderlab import config as C
+from encoderlab import machine
+from encoderlab.data.dataset import TaskData, load_data
+from encoderlab.encode import series
+from encoderlab.encode.text import Encoded, encode_split, padding_waste, train_batches
+from encoderlab.errors import StoreError
+from encoderlab.models import classifier
+from encoderlab.train.loop import pick_device
+
+
+@dataclass
+class Setup:
+    """Everything a run needs in memory, built the same way for a new run and a resumed one."""
+    cfg: C.ExperimentConfig
+    data: TaskData
+    model: torch.nn.Module
+    tokenizer: object
+    enc: dict[str, Encoded]
+    device: torch.device
+    class_weights: torch.Tensor | None
+    model_source: str = ""        # the folder model.path resolved to (run:NAME moves on; this not)
+    save: Callable[[Path, dict], None] | None = None   # (folder, meta) -> the final model on disk
+
+
+def class_weights(cfg: C.TrainConfig, labels: np.ndarray, num_labels: int) -> torch.Tensor | None:
+    if cfg.class_weights != "balanced":
+        return None
+    counts = np.bincount(labels, minlength=num_labels).astype(np.float32)
+    return torch.from_numpy(len(labels) / (num_labels * np.maximum(counts, 1)))
+
+
+def setup(cfg: C.ExperimentConfig, store_root=None, label_names: list[str] | None = None) -> Setup:
+    machine.apply_threads(cfg.train.threads)
+    torch.manual_seed(cfg.train.seed)
+    data, _ = load_data(cfg.data)
+    if label_names is not None and label_names != data.label_names:
+        raise StoreError("the data's labels changed since this run started; cannot resume it")
+    weights = class_weights(cfg.train, data.train.labels, len(data.label_names))
+    device = pick_device(cfg.train.device)
+    model, tokenizer, folder = classifier.build(cfg.model, len(data.label_names), class_weights=weights,
+                                                label_smoothing=cfg.train.label_smoothing, store_root=store_root)
+    state = None
+    if data.task == "sequence":
+        state = series.fit(cfg.series, data.train)
+        tokenizer = series.extend(state, tokenizer, model, cfg.series.vocabulary, cfg.model.init)
+        enc = {s: series.encode(state, getattr(data, s), tokenizer, cfg.encode.max_length)
+               for s in ("train", "validation", "test")}
+    else:
+        enc = {s: encode_split(tokenizer, getattr(data, s), cfg.encode.max_length, cfg.encode.truncation)
+               for s in ("train", "validation", "test")}
+    model.to(device)
+    source = cfg.model.path if cfg.model.path.startswith(("arch:", "builtin:")) else str(Path(folder).resolve())
+    extra = {"series": state} if state else {}     # the fitted input scheme travels with the model
+    return Setup(cfg, data, model, tokenizer, enc, device, weights, source,
+                 lambda folder, meta: classifier.save(model, tokenizer, folder, {**meta, **extra}))
+
+
+def data_summary(s: Setup) -> dict:
+    d = s.data
+    top, base = d.majority_baseline("validation")
+    waste = padding_waste(s.enc["train"].lengths,
+                          train_batches(s.enc["train"].lengths, s.cfg.train.batch_size, 0, s.cfg.train.bucket))
+    return {"task": d.task, "num_labels": len(d.label_names),
+            "sizes": {k: len(getattr(d, k)) for k in ("train", "validation", "test")},
+            "majority_class": top, "majority_baseline_validation": base,
+            "majority_baseline_test": d.majority_baseline("test")[1],
+            "train_class_balance": d.class_balance("train"),
+            "mean_tokens": float(s.enc["train"].lengths.mean()),
+            "truncated_share": {k: e.at_limit / max(len(e), 1) for k, e in s.enc.items()},
+            "train_padding_waste": waste,
+            "parameters": sum(p.numel() for p in s.model.parameters())}

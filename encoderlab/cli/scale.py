@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-from encoderlab.cli.common import console, err, interrupted, open_store, print_error
+from encoderlab.cli.common import console, interrupted, open_store, print_error
 
 
 def ray_examples(verb: str) -> str:

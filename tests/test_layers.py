@@ -10,8 +10,6 @@ import sys
 import tomllib
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "encoderlab"
 
@@ -21,8 +19,7 @@ ALLOWED_PRIVATE: set[tuple[str, str, str]] = set()
 
 def _tool(name: str) -> str:
     exe = Path(sys.executable).parent / name      # the venv's own console script
-    if not exe.exists():
-        pytest.skip(f"{name} is not installed (pip install -e '.[test]')")
+    assert exe.exists(), f"{name} is not installed: pip install -e '.[test]'"
     return str(exe)
 
 

@@ -165,8 +165,8 @@ def extend(state: dict, tokenizer, model, vocabulary: str = "extend", init: str 
         from tokenizers import Tokenizer, models
         from encoderlab.encode import vocab as V
         tok = Tokenizer(models.WordLevel({t: i for i, t in enumerate(V.SPECIALS + tuple(tokens))}, unk_token="[UNK]"))
-        V._template(tok)
-        tokenizer = V._wrap(tok, "series", 512, None)
+        V.add_cls_sep_template(tok)
+        tokenizer = V.wrap(tok, "series", 512, None)
         model.encoder.resize_token_embeddings(len(tokenizer))
         model.encoder.config.pad_token_id = tokenizer.pad_token_id
     else:

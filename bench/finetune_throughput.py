@@ -180,7 +180,7 @@ def run_encoderlab(spec: dict) -> dict:
              "in_eval": False, "padded": 0, "real": 0, "batches": 0}
     from encoderlab.train import loop as L
     orig_collate, orig_predict = T.collate, L.predict_logits
-    orig_save, orig_prune, orig_load_weights = CK.save, CK.prune, CK.load_weights
+    orig_save, orig_prune = CK.save, CK.prune
 
     def collate(enc, idx, pad_id):
         batch = orig_collate(enc, idx, pad_id)
@@ -393,8 +393,8 @@ def table(results: dict, spec: dict) -> str:
     for v, r in results.items():
         real = r["real_tokens_per_epoch"] * spec["epochs"]
         prec = "fp32" if v == "a" else spec["precision"]
-        util = real / r["train_wall"] * spec["flop_per_token"] / 1e9 / (spec["matmul_peak_gflops"] if prec == spec["precision"]
-                                                                        else spec.get("fp32_gflops", spec["matmul_peak_gflops"]))
+        peak = spec["matmul_peak_gflops"] if prec == spec["precision"] else spec["fp32_gflops"]
+        util = real / r["train_wall"] * spec["flop_per_token"] / 1e9 / peak
         rows.append((f"({v}) {VARIANTS[v]}", prec, f"{real / r['train_wall']:,.0f}", f"{100 * util:.0f}",
                      f"{r['padded_tokens'] / r['train_wall']:,.0f}", f"{r['train_wall']:.1f}",
                      f"{r['peak_rss_mb']:,.0f}", f"{100 * r['val_accuracy']:.2f}",

@@ -548,7 +548,8 @@ def reference(cls=ExperimentConfig, prefix: str = "") -> list[tuple[str, str, st
         if f.metadata.get("choices"):
             doc += f" [{' | '.join(map(str, f.metadata['choices']))}]"
         default = f.default
-        rows.append((f"{prefix}{f.name}", _type_name(tp), json.dumps(list(default) if isinstance(default, tuple) else default), doc))
+        shown = json.dumps(list(default) if isinstance(default, tuple) else default)
+        rows.append((f"{prefix}{f.name}", _type_name(tp), shown, doc))
     return rows
 
 

@@ -27,6 +27,8 @@ BF16_MARGIN = 1.1
 # the probe's shapes: tokens x hidden -> intermediate, as in a MiniLM/BERT-small feed-forward layer
 PROBE_SHAPE = (512, 384, 1536)
 PROBE_SECONDS = 0.25
+# environment variables that cap the kernels torch / oneDNN use (to emulate an older CPU kind)
+ISA_OVERRIDES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
 
 
 @dataclass(frozen=True)
@@ -257,7 +259,7 @@ def report(store_root: str | os.PathLike, refresh: bool = False) -> dict:
     free = shutil.disk_usage(probe_at).free
     return {
         "cpu": {"model": cpu_model(), "capability": capability(), "isa_flags": isa,
-                "overrides": {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if k in os.environ},
+                "overrides": {k: os.environ[k] for k in ISA_OVERRIDES if k in os.environ},
                 "os_cpus": os.cpu_count(), "cores_available": cores, "cores_reason": cores_why},
         "matmul_gflops": {"fp32": p["fp32"], "bf16": p["bf16"], "cached": p["cached"],
                           "shape": "x".join(map(str, PROBE_SHAPE)), "cache": str(_cache_file())},

@@ -24,7 +24,7 @@ from encoderlab import machine
 from encoderlab import config as C
 from encoderlab.data.corpus import duplicate_share, read_corpus
 from encoderlab.data.dataset import resolve_columns
-from encoderlab.encode.mlm import (Examples, Special, Tokens, cap, make_batch, make_examples,  # noqa: F401 (P.mask_tokens)
+from encoderlab.encode.mlm import (Examples, Special, Tokens, cap, make_batch, make_examples,  # noqa: F401
                                    mask_tokens, special_ids, split_heldout, tokenize)
 from encoderlab.encode.text import eval_batches, padding_waste, train_batches
 from encoderlab.errors import ConfigError

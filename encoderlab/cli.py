@@ -576,7 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _cmd(sub, "runs", cmd_runs, "list stored runs", "encoderlab runs --name 'quick*' --status completed")
     p.add_argument("--name", help="name pattern (* wildcard)")
-    p.add_argument("--status", choices=["running", "completed", "interrupted", "failed"])
+    p.add_argument("--status", choices=["running", "completed", "interrupted", "failed", "pruned"])
     p.add_argument("--group", help="group pattern (* wildcard)")
     p.add_argument("--limit", type=int, default=0, help="only the newest N")
     _fmt_flag(p)

@@ -85,8 +85,13 @@ class Run:
 
 
 class RunStore:
-    def __init__(self, root: str | os.PathLike = "runs"):
+    """`indexed=False`: a worker's view that writes run folders only and leaves the index to one
+    writer (the search coordinator / the sweep driver), which calls `reindex` on what it hands back:
+    SQLite's WAL must not be shared by processes on several hosts of a network filesystem."""
+
+    def __init__(self, root: str | os.PathLike = "runs", indexed: bool = True):
         self.root = Path(root)
+        self.indexed = indexed
         self._con: sqlite3.Connection | None = None
 
     @property
@@ -136,6 +141,8 @@ class RunStore:
             raise
 
     def _index_run(self, info: dict) -> None:
+        if not self.indexed:
+            return
         self.con.execute("BEGIN IMMEDIATE")
         try:
             index.upsert_run(self.con, info)
@@ -145,10 +152,28 @@ class RunStore:
             raise
 
     def _index_metrics(self, run_id: str, event: dict) -> None:
+        if not self.indexed:
+            return
         self.con.execute("BEGIN IMMEDIATE")
         try:
             index.add_metrics(self.con, run_id, event.get("step"), event.get("epoch"),
                               event["split"], event.get("metrics", {}))
+            self.con.execute("COMMIT")
+        except Exception:
+            self.con.execute("ROLLBACK")
+            raise
+
+    def reindex(self, run_id: str) -> None:
+        """Re-read one run folder into the index (its row and all its metrics)."""
+        run = Run(self, self.root / run_id)
+        info, events = run.info, run.events()
+        self.con.execute("BEGIN IMMEDIATE")
+        try:
+            self.con.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
+            index.upsert_run(self.con, info)
+            for ev in events:
+                index.add_metrics(self.con, run_id, ev.get("step"), ev.get("epoch"),
+                                  ev["split"], ev.get("metrics", {}))
             self.con.execute("COMMIT")
         except Exception:
             self.con.execute("ROLLBACK")

@@ -34,6 +34,9 @@ def add_verbs(sub, _cmd) -> None:
 
 def cmd_sweep(args):
     from encoderlab import cli
+    from encoderlab import search
+    if search.declared(args.file):
+        return search_cmd(args)
     if args.backend == "local" or args.dry_run:
         return cli.cmd_sweep(args)
     from encoderlab import sweep as S
@@ -45,6 +48,43 @@ def cmd_sweep(args):
     group = points[0].cfg.group
     cli.console.print(f"sweep complete: {len(runs) - len(failed)} completed, {len(failed)} failed, in group "
                       f"'{group}'. Compare them: encoderlab compare --group {group}")
+
+
+def search_cmd(args):
+    """`sweep FILE` whose [sweep] is a search (`search = ...`): trials until `trials` finished."""
+    from encoderlab import cli
+    from encoderlab import search
+    store = cli._store(args)
+
+    def on_trial(result, params):
+        style = {"complete": "green", "pruned": "yellow"}.get(result.state, "red")
+        value = "" if result.value is None else f" {result.value:.4f}"
+        cli.console.print(f"trial {result.number} [{style}]{result.state}[/]{value} {search.label(params)}"
+                          + (f": {result.message}" if result.message and result.state != "complete" else ""),
+                          soft_wrap=True)
+    if args.dry_run:
+        base, spec = search.load(args.file, args.overrides)
+        cli.console.print(f"{spec.search} search: {spec.trials} trials x {len(spec.seeds)} seeds, pruner "
+                          f"{spec.pruner}, group '{base.group}'; searched: {', '.join(spec.space)}")
+        return
+    try:
+        if args.backend == "ray":
+            from encoderlab.scale import raysearch
+            coord = raysearch.run_search(args.file, store, args.overrides, address=args.address or None,
+                                         cpus_per_run=args.cpus_per_run, num_cpus=args.num_cpus, on_trial=on_trial)
+        else:
+            coord = search.run_search(args.file, store, args.overrides, on_trial=on_trial)
+    except KeyboardInterrupt:
+        cli.err.print(f"[yellow]interrupted[/]; re-run `encoderlab sweep {args.file}` to continue (finished "
+                      "trials stay; the interrupted trial is asked again and its completed seeds are reused)")
+        sys.exit(130)
+    rows = coord.summary()
+    group = coord.base.group
+    coord.close()
+    states = [r["state"] for r in rows]
+    cli.console.print(f"search: {states.count('complete')} complete, {states.count('pruned')} pruned, "
+                      f"{states.count('fail')} failed trials in group '{group}'. Read it: encoderlab report "
+                      f"--group {group} -o search.html")
 
 
 def ray_sweep(args, points, kind: str, verb: str) -> list:

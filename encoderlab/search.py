@@ -193,7 +193,13 @@ def trial_config(base: C.ExperimentConfig, params: dict[str, Any], seed: int) ->
 # -- the pruner's view of a trial --------------------------------------------------------------
 
 class Pruned(Exception):
-    """Raised from a run's metrics callback to stop it: the trial was pruned."""
+    """Raised from a run's metrics callback to stop it: the trial was pruned (the store's run
+    lifecycle marks the run `pruned`, keeping its curves)."""
+    run_status = "pruned"
+
+    @property
+    def run_message(self) -> str:
+        return str(self)
 
 
 def is_collapsed(event: dict) -> str | None:

@@ -120,3 +120,46 @@ def test_killed_search_resumes_without_rerunning_finished_runs(two_class_csv, tm
     assert before <= {r["id"] for r in after}
     assert set(retried[0]["runs"]) & before       # the completed seed was reused, not re-run
     store.close()
+
+
+def test_pruner_sees_the_curve_averaged_over_the_seeds_run_so_far(tmp_path):
+    """Completed seeds are replayed (no training): evaluation k of seed j reports the mean over
+    seeds 0..j at k, numbered across seeds."""
+    seen = []
+    done = {0: {"id": "a", "curve": [0.5, 0.7], "best": 0.7}, 1: {"id": "b", "curve": [0.7, 0.9], "best": 0.9}}
+    out = SE.run_trial(0, [(0, None), (1, None)], done, RunStore(tmp_path / "runs"),
+                       lambda step, v: seen.append((step, round(v, 6))) or False)
+    assert seen == [(1, 0.5), (2, 0.7), (3, 0.6), (4, 0.8)]
+    assert (out.state, out.value, out.runs, out.steps) == ("complete", pytest.approx(0.8), ["a", "b"], 0)
+
+
+def test_pruned_run_keeps_its_curve_and_status(two_class_csv, tmp_path):
+    path = write(tmp_path, two_class_csv, GRID)
+    store = RunStore(tmp_path / "runs")
+    base, spec = SE.load(path)
+    configs = [(s, SE.trial_config(base, {"train.lr": 1e-3}, s)) for s in (0, 1)]
+    out = SE.run_trial(0, configs, {}, store, lambda step, v: step >= 2)
+    assert out.state == "pruned" and len(out.runs) == 1 and "evaluation 2" in out.message
+    run = store.get(out.runs[0])
+    assert run.status == "pruned" and run.info["finished"]
+    assert [e["step"] for e in run.events() if e["split"] == "validation"] == [2, 4]
+    assert [r["id"] for r in store.list(status="pruned")] == [run.id]
+    store.rebuild()                                   # the folder says pruned too
+    assert store.list(group="se")[0]["status"] == "pruned"
+    store.close()
+
+
+def test_collapsed_run_is_pruned_at_once(two_class_csv, tmp_path):
+    """A real collapsed run (lr 0.5: every validation prediction is one class) stops its trial at
+    the first evaluation the collapse diagnostic may judge (step >= 20), whatever the pruner says."""
+    path = write(tmp_path, two_class_csv, GRID, train="warmup_ratio = 0.0")
+    store = RunStore(tmp_path / "runs")
+    base, _ = SE.load(path, ["train.batch_size=4", "train.eval_every_steps=10"])
+    configs = [(s, SE.trial_config(base, {"train.lr": 0.5}, s)) for s in (0, 1)]
+    out = SE.run_trial(0, configs, {}, store, lambda step, v: False)
+    assert out.state == "pruned" and "collapsed onto" in out.message
+    run = store.get(out.runs[0])
+    assert run.status == "pruned" and "collapsed" in run.info["message"]
+    steps = [e["step"] for e in run.events() if e["split"] == "validation"]
+    assert steps == [10, 20]              # step 10 collapsed too, but is too early to judge
+    store.close()

@@ -128,7 +128,8 @@ class RunStore:
         """The one lifecycle of a run while a recipe works on it. Ctrl-C or `kill` (a
         KeyboardInterrupt) marks it interrupted, naming the step reached (`state["step"]`) and, for
         kinds that restart rather than resume, `restarts`; any other error marks it failed with the
-        error (an error's `run_message` when it has one). Both re-raise. Completion is the recipe's
+        error (an error's `run_message` when it has one; an error with `run_status` ends it with
+        that status instead, e.g. `pruned`). Both re-raise. Completion is the recipe's
         last act (`run.update(status="completed", ...)`), inside the block."""
         try:
             yield run
@@ -137,7 +138,10 @@ class RunStore:
             run.update(status="interrupted", message=where + (f" ({restarts})" if restarts else ""))
             raise
         except BaseException as e:
-            run.update(status="failed", message=(getattr(e, "run_message", None) or f"{type(e).__name__}: {e}")[:500])
+            # an error may name another end than failed: a search's pruner stops a run as `pruned`
+            status = getattr(e, "run_status", "failed")
+            run.update(status=status, message=(getattr(e, "run_message", None) or f"{type(e).__name__}: {e}")[:500],
+                       **({"finished": now()} if status != "failed" else {}))
             raise
 
     def _index_run(self, info: dict) -> None:

@@ -67,7 +67,13 @@ def cmd_compare(args):
     elif args.by_dataset:
         table = CMP.dataset_table(runs, metric=args.metric, split=args.split)
     else:
-        table = CMP.config_table(runs, metric=args.metric)
+        from encoderlab.analysis import multi, select as SEL
+        emit(CMP.config_table(runs, metric=args.metric), args.format)
+        pruned = [] if args.status else SEL.select(_store(args), group=args.group, ids=args.runs or None,
+                                                   name=args.name, status="pruned")
+        for table in multi.extra_tables(runs, pruned, args.metric, args.split, args.detect):
+            emit(table, args.format)
+        return
     emit(table, args.format)
 
 
@@ -128,6 +134,8 @@ def add_verbs(sub, _cmd) -> None:
     p.add_argument("--checkpoints", action="store_true", help="metrics at each saved checkpoint, per run")
     p.add_argument("--paired", nargs=3, metavar=("KEY", "A", "B"),
                    help="paired comparison of KEY=A vs KEY=B over matched seeds/folds")
+    p.add_argument("--detect", type=float, metavar="DIFF",
+                   help="seeds needed to detect a difference DIFF (e.g. 0.01) from the observed seed spread")
     p.add_argument("--format", choices=R.FORMATS, default="table")
 
     p = _cmd(sub, "diagnose", cmd_diagnose, "name what went wrong in runs (collapse, no learning, LR too "

@@ -287,7 +287,9 @@ def run_trial(number: int, configs: list[tuple[int, C.ExperimentConfig]], done: 
         except Pruned as e:
             run = prior or (rec.created[-1] if rec.created else None)
             if run is not None:
-                run.update(status="pruned", finished=now(), message=str(e))
+                # the step it reached (fit counts steps_done after the evaluation the pruner stopped)
+                run.update(status="pruned", finished=now(), message=str(e),
+                           steps_done=evals[-1]["step"] if evals else run.info.get("steps_done"))
                 out.runs.append(run.id)
                 out.new_runs.append(run.id)
                 out.steps += int(run.info.get("steps_done") or 0)

@@ -226,6 +226,7 @@ class TrialResult:
     new_runs: list[str] = field(default_factory=list)   # made by this attempt (to hand back / index)
     steps: int = 0                  # optimizer steps spent by this attempt
     message: str = ""
+    node: str = ""                  # the Ray node that ran it (Ray backend)
 
 
 def run_trial(number: int, configs: list[tuple[int, C.ExperimentConfig]], done: dict[int, dict],

@@ -369,6 +369,13 @@ class Coordinator:
             sampler=_sampler(spec), pruner=_pruner(spec, max(1, evals_per_run) * len(spec.seeds)),
             direction=self.direction)
         self.live: dict[int, Any] = {}
+        try:        # what the report compares the search's compute with
+            grid = spec.grid_size()
+        except ConfigError:
+            grid = None
+        self.study.set_user_attr("full_grid", grid)
+        self.study.set_user_attr("seeds", list(spec.seeds))
+        self.study.set_user_attr("search", spec.search)
         if spec.search == "grid" and not self.study.get_trials(deepcopy=False):
             # the grid as enqueued trials, in order (Optuna's GridSampler stops a study from inside
             # `tell`, which only works under `study.optimize`)

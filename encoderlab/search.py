@@ -277,10 +277,11 @@ def run_trial(number: int, configs: list[tuple[int, C.ExperimentConfig]], done: 
             why = is_collapsed(event) if prune_collapsed else None
             if why:
                 raise Pruned(why)
-            if point(len(evals) - 1, event["metrics"][metric]):
+            k = len(evals) - 1
+            if point(k, event["metrics"][metric]):
+                mean = sum(curves[k]) / len(curves[k])
                 raise Pruned(f"pruned at evaluation {step}: validation {metric} averaged over "
-                             f"{len(curves[len(evals) - 1])} seed(s) = {sum(curves[len(evals) - 1]) / len(curves[len(evals) - 1]):.4f}"
-                             " is below the pruner's bar")
+                             f"{len(curves[k])} seed(s) = {mean:.4f} is below the pruner's bar")
 
         rec = _Recording(store)
         try:

@@ -60,18 +60,21 @@ def test_markdown_report_writes_pngs(sweep_runs):
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+def screenshot(url: str, shot, tmp, size: str):
+    """A headless chromium screenshot of `url` (window `size` "W,H") into `shot`."""
+    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp / 'chrome-profile'}", f"--window-size={size}",
+                    f"--screenshot={shot}", url], check=True, timeout=120, capture_output=True)
+    return shot
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_report_renders_in_headless_chromium(sweep_runs):
     import matplotlib.image as mpimg
     runs, tmp = sweep_runs
     page = report.write_html(runs, tmp / "report.html")
-    shot = tmp / "shot.png"
-    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    f"--user-data-dir={tmp / 'chrome-profile'}", "--window-size=1200,2400",
-                    f"--screenshot={shot}", page.as_uri()], check=True, timeout=120,
-                   capture_output=True)
-    img = mpimg.imread(shot)
+    img = mpimg.imread(screenshot(page.as_uri(), tmp / "shot.png", tmp, "1200,2400"))
     assert img.shape[0] >= 2000 and img.shape[1] >= 1000
     assert img[..., :3].std() > 0.05          # not a blank page: text, tables and plots drew
 
@@ -107,11 +110,5 @@ def test_search_report_renders_in_headless_chromium(search_runs):
     import matplotlib.image as mpimg
     runs, tmp = search_runs
     page = report.write_html(runs, tmp / "search.html")
-    shot = tmp / "search-shot.png"
-    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    f"--user-data-dir={tmp / 'chrome-profile'}", "--window-size=1200,3000",
-                    f"--screenshot={shot}", page.as_uri() + "#search"], check=True, timeout=120,
-                   capture_output=True)
-    img = mpimg.imread(shot)
+    img = mpimg.imread(screenshot(page.as_uri() + "#search", tmp / "search-shot.png", tmp, "1200,3000"))
     assert img.shape[0] >= 2000 and img[..., :3].std() > 0.05

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from encoderlab.cli.common import (add_verb, console, emit, format_flag, print_findings, print_rows, select_runs,
-                                   selection_flags)
+from encoderlab.cli.common import (add_verb, console, emit, format_flag, open_store, print_findings, print_rows,
+                                   select_runs, selection_flags)
 
 
 def cmd_compare(args):
@@ -39,7 +39,13 @@ def cmd_compare(args):
     elif args.by_dataset:
         table = CMP.dataset_table(runs, metric=args.metric, split=args.split)
     else:
-        table = CMP.config_table(runs, metric=args.metric)
+        from encoderlab.analysis import multi, select as SEL
+        emit(CMP.config_table(runs, metric=args.metric), args.format)
+        pruned = [] if args.status else SEL.select(open_store(args), group=args.group, ids=args.runs or None,
+                                                   name=args.name, status="pruned")
+        for table in multi.extra_tables(runs, pruned, args.metric, args.split, args.detect):
+            emit(table, args.format)
+        return
     emit(table, args.format)
 
 
@@ -93,6 +99,8 @@ def add_verbs(sub) -> None:
     p.add_argument("--checkpoints", action="store_true", help="metrics at each saved checkpoint, per run")
     p.add_argument("--paired", nargs=3, metavar=("KEY", "A", "B"),
                    help="paired comparison of KEY=A vs KEY=B over matched seeds/folds")
+    p.add_argument("--detect", type=float, metavar="DIFF",
+                   help="seeds needed to detect a difference DIFF (e.g. 0.01) from the observed seed spread")
     format_flag(p, help=None)
 
     p = add_verb(sub, "diagnose", cmd_diagnose, "name what went wrong in runs (collapse, no learning, LR too "

@@ -71,7 +71,10 @@ def cmd_resume(args):
 
 
 def cmd_sweep(args):
+    from encoderlab import search
     from encoderlab import sweep as S
+    if search.declared(args.file):
+        return search_cmd(args)
     if args.backend == "ray" and not args.dry_run:
         return sweep_on_ray(args)
     store = open_store(args)
@@ -92,6 +95,41 @@ def cmd_sweep(args):
                          "(finished runs are skipped, the interrupted one resumes)")
     console.print(f"sweep complete: {len(runs)} runs in group '{points[0].cfg.group}'. "
                   f"Compare them: encoderlab compare --group {points[0].cfg.group}")
+
+
+def search_cmd(args):
+    """`sweep FILE` whose [sweep] is a search (`search = ...`): trials until `trials` finished."""
+    from encoderlab import search
+    store = open_store(args)
+
+    def on_trial(result, params):
+        style = {"complete": "green", "pruned": "yellow"}.get(result.state, "red")
+        value = "" if result.value is None else f" {result.value:.4f}"
+        console.print(f"trial {result.number} [{style}]{result.state}[/]{value} {search.label(params)}"
+                          + (f": {result.message}" if result.message and result.state != "complete" else ""),
+                          soft_wrap=True)
+    if args.dry_run:
+        base, spec = search.load(args.file, args.overrides)
+        console.print(f"{spec.search} search: {spec.trials} trials x {len(spec.seeds)} seeds, pruner "
+                          f"{spec.pruner}, group '{base.group}'; searched: {', '.join(spec.space)}")
+        return
+    try:
+        if args.backend == "ray":
+            from encoderlab.scale import raysearch
+            coord = raysearch.run_search(args.file, store, args.overrides, address=args.address or None,
+                                         cpus_per_run=args.cpus_per_run, num_cpus=args.num_cpus, on_trial=on_trial)
+        else:
+            coord = search.run_search(args.file, store, args.overrides, on_trial=on_trial)
+    except KeyboardInterrupt:
+        interrupted(then=f"re-run `encoderlab sweep {args.file}` to continue (finished trials stay; the "
+                         "interrupted trial is asked again and its completed seeds are reused)")
+    rows = coord.summary()
+    group = coord.base.group
+    coord.close()
+    states = [r["state"] for r in rows]
+    console.print(f"search: {states.count('complete')} complete, {states.count('pruned')} pruned, "
+                      f"{states.count('fail')} failed trials in group '{group}'. Read it: encoderlab report "
+                      f"--group {group} -o search.html")
 
 
 def print_plan(args, points, steps) -> None:

@@ -116,7 +116,7 @@ def add_eval(sub) -> None:
 def add_runs_show_predict(sub) -> None:
     p = add_verb(sub, "runs", cmd_runs, "list stored runs", "encoderlab runs --name 'quick*' --status completed")
     p.add_argument("--name", help="name pattern (* wildcard)")
-    p.add_argument("--status", choices=["running", "completed", "interrupted", "failed"])
+    p.add_argument("--status", choices=["running", "completed", "interrupted", "failed", "pruned"])
     p.add_argument("--group", help="group pattern (* wildcard)")
     p.add_argument("--limit", type=int, default=0, help="only the newest N")
     format_flag(p)

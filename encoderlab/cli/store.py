@@ -101,8 +101,8 @@ def add_verbs(sub) -> None:
     p.add_argument("action", choices=("check", "rebuild", "du", "gc"))
     p.add_argument("--by", choices=("run", "group"), default="run", help="du: one row per run or per group")
     p.add_argument("--apply", action="store_true",
-                   help="gc: really delete (default: only list what would be freed); running, interrupted "
-                        "and failed runs are never touched")
+                   help="gc: really delete (default: only list what would be freed); running, interrupted, "
+                        "failed and pruned runs are never touched")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="du / gc output")
     p.add_argument("--fix", action="store_true",
                    help="check: delete temp leftovers of dead writers, drop torn metric lines, re-index; "

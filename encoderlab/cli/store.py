@@ -52,7 +52,7 @@ def collect_garbage(args, store) -> None:
         print_rows([{"run": u.run, "group": u.group, "size_mb": _mb(u.total), "reclaim_mb": _mb(u.reclaimable),
                      "what": ", ".join(sorted({"checkpoints/" if p.name == "checkpoints" else "optimizer state"
                                                for p in u.paths}))} for u in rows],
-                   [("run", "run"), ("group", "group"), ("size_mb", "size MB"), ("reclaim_mb", "reclaim MB"),
+                   [("run", "run"), ("group", "group"), ("size_mb", "size MB", 1), ("reclaim_mb", "reclaim MB", 1),
                     ("what", "what")], args.format,
                    title=f"store gc: {args.store}" + ("" if args.apply else " (dry run)"))
     if args.format == "table":
@@ -75,14 +75,14 @@ def disk_usage(args, store) -> None:
             g["checkpoints_mb"] += _mb(u.checkpoints)
             g["reclaim_mb"] += _mb(u.reclaimable)
         out = sorted(groups.values(), key=lambda g: -g["size_mb"])
-        cols = [("group", "group"), ("runs", "runs"), ("size_mb", "size MB"), ("checkpoints_mb", "checkpoints MB"),
-                ("reclaim_mb", "reclaimable MB")]
+        cols = [("group", "group"), ("runs", "runs"), ("size_mb", "size MB", 1), ("checkpoints_mb", "checkpoints MB", 1),
+                ("reclaim_mb", "reclaimable MB", 1)]
     else:
         out = [{"run": u.run, "group": u.group, "status": u.status, "size_mb": _mb(u.total),
                 "model_mb": _mb(u.model), "checkpoints_mb": _mb(u.checkpoints), "reclaim_mb": _mb(u.reclaimable)}
                for u in rows]
-        cols = [("run", "run"), ("group", "group"), ("status", "status"), ("size_mb", "size MB"),
-                ("model_mb", "model MB"), ("checkpoints_mb", "checkpoints MB"), ("reclaim_mb", "reclaimable MB")]
+        cols = [("run", "run"), ("group", "group"), ("status", "status"), ("size_mb", "size MB", 1),
+                ("model_mb", "model MB", 1), ("checkpoints_mb", "checkpoints MB", 1), ("reclaim_mb", "reclaimable MB", 1)]
     print_rows(out, cols, args.format, title=f"store du: {args.store}")
     if args.format == "table":
         total, reclaim = sum(u.total for u in rows), sum(u.reclaimable for u in rows)

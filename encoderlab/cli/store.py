@@ -75,14 +75,16 @@ def disk_usage(args, store) -> None:
             g["checkpoints_mb"] += _mb(u.checkpoints)
             g["reclaim_mb"] += _mb(u.reclaimable)
         out = sorted(groups.values(), key=lambda g: -g["size_mb"])
-        cols = [("group", "group"), ("runs", "runs"), ("size_mb", "size MB", 1), ("checkpoints_mb", "checkpoints MB", 1),
+        cols = [("group", "group"), ("runs", "runs"), ("size_mb", "size MB", 1),
+                ("checkpoints_mb", "checkpoints MB", 1),
                 ("reclaim_mb", "reclaimable MB", 1)]
     else:
         out = [{"run": u.run, "group": u.group, "status": u.status, "size_mb": _mb(u.total),
                 "model_mb": _mb(u.model), "checkpoints_mb": _mb(u.checkpoints), "reclaim_mb": _mb(u.reclaimable)}
                for u in rows]
         cols = [("run", "run"), ("group", "group"), ("status", "status"), ("size_mb", "size MB", 1),
-                ("model_mb", "model MB", 1), ("checkpoints_mb", "checkpoints MB", 1), ("reclaim_mb", "reclaimable MB", 1)]
+                ("model_mb", "model MB", 1), ("checkpoints_mb", "checkpoints MB", 1),
+                ("reclaim_mb", "reclaimable MB", 1)]
     print_rows(out, cols, args.format, title=f"store du: {args.store}")
     if args.format == "table":
         total, reclaim = sum(u.total for u in rows), sum(u.reclaimable for u in rows)

@@ -143,9 +143,9 @@ class TrainConfig:
     metric: str = opt("accuracy", "validation metric that picks the best checkpoint",
                       ("accuracy", "macro_f1", "loss"))
     early_stopping: int = opt(0, "stop after N evaluations without improvement (0 = off)")
-    compile: str = opt("auto", "torch.compile the training forward/backward: auto = on for CPU runs with at "
-                       "least 400 steps left when a C++ compiler is present (a one-off compile of about a "
-                       "minute, then faster steps), on, off", ("auto", "on", "off"), late=True)
+    compile: str = opt("auto", "torch.compile the training forward/backward; auto = eager for now (on the "
+                       "quickstart compiling cost ~150 s and steps ran no faster), on, off", ("auto", "on", "off"),
+                       late=True)
 
 
 @dataclass(frozen=True)

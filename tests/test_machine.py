@@ -148,16 +148,11 @@ def test_doctor_reports_the_machine(tmp_path, probe_says, capsys):
     assert "precision fp32: bf16 matmul 4.0 GFLOP/s vs fp32 80.0 GFLOP/s on this CPU" in out
 
 
-def test_compile_choice_rules(monkeypatch):
+def test_compile_choice_rules():
     assert machine.compile_choice("off", 10_000, "cpu") == (False, "train.compile = 'off'")
-    assert machine.compile_choice("on", 1, "cpu")[0] is True
-    assert machine.compile_choice("auto", 10_000, "cuda")[0] is False
-    assert machine.compile_choice("auto", 10_000, "cpu", processes=2)[0] is False
-    on, why = machine.compile_choice("auto", machine.COMPILE_MIN_STEPS - 1, "cpu")
-    assert not on and "fewer than" in why
-    monkeypatch.setattr(machine.shutil if hasattr(machine, "shutil") else __import__("shutil"), "which", lambda _: None)
-    assert machine.compile_choice("auto", 10_000, "cpu") == (False, "auto: no C++ compiler for torch.compile's "
-                                                                    "CPU kernels")
+    assert machine.compile_choice("on", 1, "cpu") == (True, "train.compile = 'on'")
+    on, why = machine.compile_choice("auto", 10_000, "cpu")
+    assert not on and why.startswith("auto: eager")
 
 
 def test_a_compiled_run_trains_and_records_it(tmp_path, two_class_csv):
@@ -169,4 +164,4 @@ def test_a_compiled_run_trains_and_records_it(tmp_path, two_class_csv):
     assert run.info["compile_reason"] == "train.compile = 'on'"
     short = fit(tiny_config(two_class_csv, train__epochs=1, train__max_steps=3), RunStore(tmp_path / "runs"),
                 progress=False)
-    assert short.info["compiled"] is False and "fewer than" in short.info["compile_reason"]
+    assert short.info["compiled"] is False and short.info["compile_reason"].startswith("auto: eager")

@@ -1,0 +1,242 @@
+"""What differs between task kinds, in one small piece per kind, so the fit loop stays one loop.
+
+A task turns (logits, labels) into a loss, scores a labelled split, picks its default checkpoint
+metric, writes prediction files and says what its model needs stored beside it:
+
+* classification (data.task single / pair / sequence): softmax + cross-entropy; accuracy.
+* multilabel: one sigmoid per label + binary cross-entropy (optional pos_weight); per-label
+  thresholds tuned on validation at the end of a run (and one global), stored with the model.
+* regression: a one-unit head + MSE or Huber on (optionally) standardised targets; the train
+  mean / std travel with the model, predictions are on the original scale.
+
+`for_run(cfg_task, ...)` gives the `Task` of a run; `Task.meta()` is what `classifier.save` writes
+into encoderlab.json and `Task.from_meta` reads back for predict."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from encoderlab import metrics as M
+
+CLASSIFICATION_TASKS = ("single", "pair", "sequence")
+DEFAULT_METRIC = {"classification": "accuracy", "multilabel": "micro_f1", "regression": "spearman"}
+# the scalar metrics of each task's validation / test events, the checkpoint metric among them
+EVENT_METRICS = {"classification": ("loss", "accuracy", "macro_f1"),
+                 "multilabel": ("loss", "micro_f1", "macro_f1", "samples_f1", "subset_accuracy", "hamming_loss"),
+                 "regression": ("loss", "rmse", "mae", "pearson", "spearman")}
+# the running train score of each task's train events (regression has none)
+RUNNING_METRIC = {"classification": "accuracy", "multilabel": "subset_accuracy"}
+LOWER_IS_BETTER = frozenset({"loss", "hamming_loss", "rmse", "mae"})
+MAX_POS_WEIGHT = 10.0   # a label seen once in train must not get a weight of thousands
+
+
+def family(task: str) -> str:
+    """classification | multilabel | regression, from a data.task (or run.json task) value."""
+    return task if task in ("multilabel", "regression") else "classification"
+
+
+def resolve_metric(metric: str, task: str) -> str:
+    """train.metric with "auto" replaced by the task's default."""
+    return DEFAULT_METRIC[family(task)] if metric == "auto" else metric
+
+
+def better(metric: str, value: float, best: float | None) -> bool:
+    if best is None or (np.isnan(best) and not np.isnan(value)):
+        return True     # a first evaluation, or one beating a NaN (a constant regression prediction)
+    return value < best if metric in LOWER_IS_BETTER else value > best
+
+
+def pos_weight(labels: np.ndarray) -> torch.Tensor:
+    """(L,) negatives / positives of each label in train, capped at MAX_POS_WEIGHT."""
+    pos = labels.sum(0)
+    return torch.from_numpy(np.clip((len(labels) - pos) / np.maximum(pos, 1), 1.0, MAX_POS_WEIGHT)
+                            .astype(np.float32))
+
+
+@dataclass
+class Task:
+    """One run's task: how it scores, what its loss is, what its model keeps."""
+    kind: str                                   # classification | multilabel | regression
+    names: list[str]                            # class / label names; regression: [target column]
+    weights: torch.Tensor | None = None         # classification: class weights; multilabel: pos_weight
+    label_smoothing: float = 0.0
+    regression_loss: str = "mse"
+    target: dict | None = None                  # regression: {"mean", "std"} of train targets
+    thresholds: list[float] | None = None       # multilabel: per label, tuned on validation
+    global_threshold: float = 0.5
+    extra: dict = field(default_factory=dict)
+
+    # -- loss -------------------------------------------------------------------------------
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, smooth: bool = True) -> torch.Tensor:
+        """(B, K) logits and the batch's labels -> scalar loss (what the model's forward returns);
+        evaluation passes smooth=False (validation loss without label smoothing)."""
+        w = None if self.weights is None else self.weights.to(logits.device)
+        if self.kind == "multilabel":         # labels (B, L) 0/1
+            return nn.functional.binary_cross_entropy_with_logits(logits, labels.float(), pos_weight=w)
+        if self.kind == "regression":         # labels (B,) on the training scale
+            pred = logits[:, 0]
+            if self.regression_loss == "huber":
+                return nn.functional.huber_loss(pred, labels.float(), delta=1.0)
+            return nn.functional.mse_loss(pred, labels.float())
+        return nn.functional.cross_entropy(logits, labels, weight=w,
+                                           label_smoothing=self.label_smoothing if smooth else 0.0)
+
+    # -- labels on the training scale ---------------------------------------------------------
+    def train_labels(self, labels: np.ndarray) -> np.ndarray:
+        """What the loss sees: regression targets standardised when the run does; else as read."""
+        if self.kind == "regression" and self.target:
+            return ((labels - self.target["mean"]) / self.target["std"]).astype(np.float32)
+        return labels
+
+    def values(self, logits: np.ndarray) -> np.ndarray:
+        """Regression predictions on the original scale, (N,)."""
+        v = logits[:, 0].astype(np.float64)
+        return v * self.target["std"] + self.target["mean"] if self.target else v
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(logits)
+        return (torch.sigmoid(t) if self.kind == "multilabel" else torch.softmax(t, 1)).numpy()
+
+    def cut(self) -> np.ndarray:
+        """(L,) the decision threshold of each label."""
+        return np.asarray(self.thresholds if self.thresholds else [self.global_threshold] * len(self.names))
+
+    def running_hits(self, logits: torch.Tensor, labels: torch.Tensor) -> int:
+        """Train-time running score numerator: right classes, or exactly right label sets; 0 for regression."""
+        if self.kind == "classification":
+            return int((logits.argmax(1) == labels).sum())
+        if self.kind == "multilabel":
+            return int(((logits > 0) == (labels > 0.5)).all(1).sum())
+        return 0
+
+    # -- scores -------------------------------------------------------------------------------
+    def scores(self, logits: np.ndarray, labels: np.ndarray, loss: float) -> dict:
+        """Every metric of a labelled split (scalars plus detail), from logits and labels as read."""
+        if self.kind == "multilabel":
+            return {"loss": loss, **M.multilabel(labels, self.probabilities(logits) >= self.cut(), self.names)}
+        if self.kind == "regression":
+            return {"loss": loss, **M.regression(labels, self.values(logits))}
+        return {"loss": loss, **M.classification(labels, logits.argmax(1), self.names)}
+
+    def event(self, scores: dict) -> tuple[dict, dict]:
+        """(metrics, detail) of a validation / test event."""
+        metrics = {k: scores[k] for k in EVENT_METRICS[self.kind] if k in scores}
+        detail_keys = {"classification": ("per_class", "predicted_share"),
+                       "multilabel": ("per_label", "label_share_predicted", "label_share_true",
+                                      "cardinality_predicted", "cardinality_true", "empty_predicted"),
+                       "regression": ("prediction_mean", "prediction_std", "target_mean", "target_std")}[self.kind]
+        return metrics, {k: scores[k] for k in detail_keys if k in scores}
+
+    # -- thresholds -----------------------------------------------------------------------------
+    def tune(self, logits: np.ndarray, labels: np.ndarray) -> dict:
+        """Multilabel: the global threshold maximising micro-F1, then each label's own maximising
+        its F1 (kept at the global one when the label has no positive in validation)."""
+        if self.kind != "multilabel":
+            return {}
+        probs = self.probabilities(logits)
+        grid = np.round(np.arange(0.05, 0.951, 0.05), 2)
+        micro = [M.multilabel(labels, probs >= t, self.names)["micro_f1"] for t in grid]
+        g = float(grid[int(np.argmax(micro))])
+        per = []
+        for j in range(len(self.names)):
+            y = labels[:, j] > 0.5
+            if not y.any():
+                per.append(g)
+                continue
+            f1 = [M.binary_f1(y, probs[:, j] >= t) for t in grid]
+            per.append(float(grid[int(np.argmax(f1))]))
+        self.global_threshold, self.thresholds = g, per
+        return {"global_threshold": g, "thresholds": dict(zip(self.names, per)),
+                "micro_f1_at_0.5": float(M.multilabel(labels, probs >= 0.5, self.names)["micro_f1"]),
+                "micro_f1_at_global": float(max(micro))}
+
+    # -- what the model keeps ---------------------------------------------------------------------
+    def meta(self) -> dict:
+        out: dict = {"task_kind": self.kind}
+        if self.kind == "multilabel":
+            out.update(global_threshold=self.global_threshold, thresholds=self.thresholds)
+        if self.kind == "regression":
+            out["target"] = self.target
+        return out
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> "Task":
+        kind = meta.get("task_kind") or family(meta.get("task", "single"))
+        return cls(kind, list(meta["labels"]), target=meta.get("target"), thresholds=meta.get("thresholds"),
+                   global_threshold=meta.get("global_threshold", 0.5))
+
+    # -- predictions ------------------------------------------------------------------------------
+    def prediction_columns(self, logits: np.ndarray) -> dict[str, list]:
+        """Columns added to a predictions table: predicted (class, "a|b" label set or value) and
+        per-class / per-label probabilities."""
+        if self.kind == "regression":
+            return {"predicted": np.round(self.values(logits), 6).tolist()}
+        probs = self.probabilities(logits)
+        if self.kind == "multilabel":
+            on = probs >= self.cut()
+            cols = {"predicted": ["|".join(n for n, o in zip(self.names, row) if o) for row in on]}
+        else:
+            cols = {"predicted": [self.names[i] for i in probs.argmax(1)]}
+        cols.update({f"p_{n}": probs[:, j].round(6).tolist() for j, n in enumerate(self.names)})
+        return cols
+
+    def gold_column(self, labels: np.ndarray, labelled: bool = True) -> list:
+        if not labelled:
+            return [""] * len(labels)
+        if self.kind == "regression":
+            return [float(v) for v in labels]
+        if self.kind == "multilabel":
+            return ["|".join(n for n, o in zip(self.names, row) if o > 0.5) for row in labels]
+        return [self.names[i] if i >= 0 else "" for i in labels]
+
+
+def for_run(task: str, names: list[str], train_labels: np.ndarray, tc) -> Task:
+    """The Task of a new (or resumed) run from its data.task, labels and [train] settings."""
+    kind = family(task)
+    if kind == "multilabel":
+        return Task(kind, names, weights=pos_weight(train_labels) if tc.class_weights == "balanced" else None)
+    if kind == "regression":
+        target = None
+        if tc.standardize_targets:
+            std = float(np.std(train_labels))
+            target = {"mean": float(np.mean(train_labels)), "std": std if std > 0 else 1.0}
+        return Task(kind, names, regression_loss=tc.regression_loss, target=target)
+    weights = None
+    if tc.class_weights == "balanced":
+        counts = np.bincount(train_labels, minlength=len(names)).astype(np.float32)
+        weights = torch.from_numpy(len(train_labels) / (len(names) * np.maximum(counts, 1)))
+    return Task(kind, names, weights=weights, label_smoothing=tc.label_smoothing)
+
+
+def baseline(task: Task, train: np.ndarray, splits: dict[str, np.ndarray]) -> dict:
+    """The task's trivial baseline on each split: multilabel = always the labels frequent in train
+    (the top-k by train frequency, k maximising train micro-F1); regression = always the train mean.
+    (Classification keeps its majority class in the data summary.)"""
+    if task.kind == "multilabel":
+        freq = train.mean(0)
+        order = np.argsort(-freq, kind="stable")
+        best_k, best = 1, -1.0
+        for k in range(1, len(order) + 1):
+            pred = np.zeros(train.shape[1], bool)
+            pred[order[:k]] = True
+            f = M.multilabel(train, np.broadcast_to(pred, train.shape), task.names)["micro_f1"]
+            if f > best:
+                best_k, best = k, f
+        pred = np.zeros(train.shape[1], bool)
+        pred[order[:best_k]] = True
+        out = {"method": "train-frequent labels", "labels": [task.names[i] for i in order[:best_k]]}
+        for s, y in splits.items():
+            sc = M.multilabel(y, np.broadcast_to(pred, y.shape), task.names)
+            out[s] = {k: sc[k] for k in EVENT_METRICS["multilabel"] if k in sc}
+        return out
+    if task.kind == "regression":
+        mean = float(np.mean(train))
+        out = {"method": "train mean", "value": mean}
+        for s, y in splits.items():
+            out[s] = {"rmse": float(np.sqrt(np.mean((y - mean) ** 2))), "mae": float(np.mean(np.abs(y - mean)))}
+        return out
+    return {}

@@ -43,6 +43,9 @@ EPOCH_COLUMNS = [("epoch", "epoch"), ("step", "step"), ("train_loss", "train los
 def print_run_summary(run, fmt: str = "table") -> None:
     from encoderlab.analysis.tables import epoch_table, final_scores
     info = run.info
+    if info.get("task") in ("multilabel", "regression"):
+        from encoderlab.cli_tasks import print_task_summary
+        return print_task_summary(run, fmt)
     rows = epoch_table(run)
     final = final_scores(run)
     if fmt == "json":
@@ -75,8 +78,8 @@ def cmd_run(args, cfg: C.ExperimentConfig | None = None):
     def on_event(ev):
         if ev["split"] == "validation" and not args.quiet:
             m = ev["metrics"]
-            console.print(f"  epoch {ev['epoch']:.2f} step {ev['step']}: val loss {m['loss']:.4f} "
-                          f"acc {m['accuracy']:.4f} F1 {m['macro_f1']:.4f}")
+            from encoderlab.tasks import score_line
+            console.print(f"  epoch {ev['epoch']:.2f} step {ev['step']}: val loss {m['loss']:.4f} {score_line(m)}")
 
     if not args.quiet:
         say_machine(cfg)
@@ -241,7 +244,8 @@ def cmd_pretrain(args):
 
 
 # how `resume` reports progress and the result, per resumable kind: (event printer, after-run printer)
-RESUME_OUTPUT = {"classification": (None, _after_run), "pretraining": (_pretrain_events, _after_pretrain)}
+RESUME_OUTPUT = {"classification": (None, _after_run), "multilabel": (None, _after_run), "regression": (None, _after_run),
+                 "pretraining": (_pretrain_events, _after_pretrain)}
 
 
 def cmd_tokenizer_train(args):
@@ -314,8 +318,10 @@ def cmd_eval(args):
                             force=args.force)
     for r in rows:
         r["note"] = ("best" if r.get("best") else "") + ("" if r.get("logged", True) else " (stored before)")
-    print_rows(rows, [("checkpoint", "checkpoint"), ("epoch", "epoch"), ("loss", f"{args.split} loss"),
-                      ("accuracy", f"{args.split} acc"), ("macro_f1", f"{args.split} F1"), ("note", "")],
+    from encoderlab.tasks import EVENT_METRICS, SHORT, family
+    metrics = EVENT_METRICS[family(run.info.get("task", ""))]
+    print_rows(rows, [("checkpoint", "checkpoint"), ("epoch", "epoch")]
+               + [(k, f"{args.split} {SHORT.get(k, k)}") for k in metrics] + [("note", "")],
                args.format, title=f"run {run.id}: checkpoints on {args.split}")
 
 
@@ -439,10 +445,12 @@ def cmd_predict(args):
     else:
         print(df.to_csv(index=False), end="")
     if scores:
-        out.print(f"the input has labels: accuracy {scores['accuracy']:.4f}, macro-F1 {scores['macro_f1']:.4f}")
+        from encoderlab.tasks import score_line
+        out.print(f"the input has labels: {score_line(scores)}")
         if "members" in scores:
             accs = list(scores["members"].values())
-            out.print(f"single runs: accuracy {min(accs):.4f} .. {max(accs):.4f} (mean {sum(accs) / len(accs):.4f})")
+            out.print(f"single runs: {score_line(scores, first=True)} {min(accs):.4f} .. {max(accs):.4f} "
+                      f"(mean {sum(accs) / len(accs):.4f})")
 
 
 def cmd_config(args):

@@ -57,7 +57,7 @@ def ranking(ranks: np.ndarray, domains: list[str], ks: tuple[int, ...] = (1, 8, 
     return {**scores(ranks), "n": len(ranks), "per_domain": per, "domain_mean": macro}
 
 
-def _f1(tp, fp, fn):
+def f1_counts(tp, fp, fn):
     """Elementwise F1 from counts (0 where there is nothing to score)."""
     tp, fp, fn = (np.asarray(x, dtype=float) for x in (tp, fp, fn))
     den = 2 * tp + fp + fn
@@ -65,8 +65,8 @@ def _f1(tp, fp, fn):
         return np.where(den > 0, 2 * tp / den, 0.0)
 
 
-def binary_f1(y: np.ndarray, pred: np.ndarray) -> float:
-    return float(_f1((y & pred).sum(), (~y & pred).sum(), (y & ~pred).sum()))
+def binaryf1_counts(y: np.ndarray, pred: np.ndarray) -> float:
+    return float(f1_counts((y & pred).sum(), (~y & pred).sum(), (y & ~pred).sum()))
 
 
 def multilabel(labels: np.ndarray, pred: np.ndarray, names: list[str]) -> dict:
@@ -79,15 +79,15 @@ def multilabel(labels: np.ndarray, pred: np.ndarray, names: list[str]) -> dict:
     p = np.asarray(pred, dtype=bool)
     n = max(len(y), 1)
     tp, fp, fn = (y & p).sum(0), (~y & p).sum(0), (y & ~p).sum(0)
-    f1 = _f1(tp, fp, fn)
+    f1 = f1_counts(tp, fp, fn)
     with np.errstate(divide="ignore", invalid="ignore"):
         precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
         recall = np.where(tp + fn > 0, tp / (tp + fn), 0.0)
     present = (tp + fp + fn) > 0
     row_tp, row_fp, row_fn = (y & p).sum(1), (~y & p).sum(1), (y & ~p).sum(1)
-    row_f1 = np.where(row_tp + row_fp + row_fn > 0, _f1(row_tp, row_fp, row_fn), 1.0)
+    row_f1 = np.where(row_tp + row_fp + row_fn > 0, f1_counts(row_tp, row_fp, row_fn), 1.0)
     return {
-        "micro_f1": float(_f1(tp.sum(), fp.sum(), fn.sum())),
+        "micro_f1": float(f1_counts(tp.sum(), fp.sum(), fn.sum())),
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
         "samples_f1": float(row_f1.mean()) if len(y) else 0.0,
         "subset_accuracy": float((y == p).all(1).mean()) if len(y) else 0.0,

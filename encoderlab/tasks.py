@@ -113,14 +113,22 @@ class Task:
             return int(((logits > 0) == (labels > 0.5)).all(1).sum())
         return 0
 
-    # -- scores -------------------------------------------------------------------------------
-    def scores(self, logits: np.ndarray, labels: np.ndarray, loss: float) -> dict:
-        """Every metric of a labelled split (scalars plus detail), from logits and labels as read."""
+    # -- scores ---------------------------------------------------------------------------------
+    def outputs(self, logits: np.ndarray) -> np.ndarray:
+        """What a model's logits mean: class / label probabilities, or values on the original scale
+        (what an ensemble averages)."""
+        return self.values(logits) if self.kind == "regression" else self.probabilities(logits)
+
+    def score_outputs(self, out: np.ndarray, labels: np.ndarray) -> dict:
+        """Every metric (scalars plus detail) of outputs against the labels as read."""
         if self.kind == "multilabel":
-            return {"loss": loss, **M.multilabel(labels, self.probabilities(logits) >= self.cut(), self.names)}
+            return M.multilabel(labels, out >= self.cut(), self.names)
         if self.kind == "regression":
-            return {"loss": loss, **M.regression(labels, self.values(logits))}
-        return {"loss": loss, **M.classification(labels, logits.argmax(1), self.names)}
+            return M.regression(labels, out)
+        return M.classification(labels, out.argmax(1), self.names)
+
+    def scores(self, logits: np.ndarray, labels: np.ndarray, loss: float) -> dict:
+        return {"loss": loss, **self.score_outputs(self.outputs(logits), labels)}
 
     def event(self, scores: dict) -> tuple[dict, dict]:
         """(metrics, detail) of a validation / test event."""
@@ -133,26 +141,37 @@ class Task:
 
     # -- thresholds -----------------------------------------------------------------------------
     def tune(self, logits: np.ndarray, labels: np.ndarray) -> dict:
-        """Multilabel: the global threshold maximising micro-F1, then each label's own maximising
-        its F1 (kept at the global one when the label has no positive in validation)."""
+        """Multilabel: the global threshold maximising micro-F1, then each label's own, moved from
+        the global one only where that raises micro-F1 (one pass over the labels, given the others).
+        Tuning each label for its own F1 instead would switch weak labels always on (always
+        predicting a label of prevalence p has F1 2p / (1 + p) > 0), flooding every example."""
         if self.kind != "multilabel":
             return {}
         probs = self.probabilities(logits)
+        y = labels > 0.5
         grid = np.round(np.arange(0.05, 0.951, 0.05), 2)
-        micro = [M.multilabel(labels, probs >= t, self.names)["micro_f1"] for t in grid]
+
+        def counts(pred):   # (L,) tp, fp, fn
+            return (y & pred).sum(0), (~y & pred).sum(0), (y & ~pred).sum(0)
+
+        micro = [float(M.f1_counts(*(c.sum() for c in counts(probs >= t)))) for t in grid]
         g = float(grid[int(np.argmax(micro))])
-        per = []
+        per = np.full(len(self.names), g)
+        tp, fp, fn = counts(probs >= per)
+        best = float(M.f1_counts(tp.sum(), fp.sum(), fn.sum()))
         for j in range(len(self.names)):
-            y = labels[:, j] > 0.5
-            if not y.any():
-                per.append(g)
-                continue
-            f1 = [M.binary_f1(y, probs[:, j] >= t) for t in grid]
-            per.append(float(grid[int(np.argmax(f1))]))
-        self.global_threshold, self.thresholds = g, per
-        return {"global_threshold": g, "thresholds": dict(zip(self.names, per)),
-                "micro_f1_at_0.5": float(M.multilabel(labels, probs >= 0.5, self.names)["micro_f1"]),
-                "micro_f1_at_global": float(max(micro))}
+            rest = tp.sum() - tp[j], fp.sum() - fp[j], fn.sum() - fn[j]
+            for t in grid:
+                p, yj = probs[:, j] >= t, y[:, j]
+                cj = (yj & p).sum(), (~yj & p).sum(), (yj & ~p).sum()
+                f = float(M.f1_counts(rest[0] + cj[0], rest[1] + cj[1], rest[2] + cj[2]))
+                if f > best + 1e-12:
+                    best, per[j] = f, float(t)
+                    tp[j], fp[j], fn[j] = cj
+        self.global_threshold, self.thresholds = g, [float(t) for t in per]
+        return {"global_threshold": g, "thresholds": dict(zip(self.names, self.thresholds)),
+                "micro_f1_at_0.5": float(M.f1_counts(*(c.sum() for c in counts(probs >= 0.5)))),
+                "micro_f1_at_global": float(max(micro)), "micro_f1_tuned": best}
 
     # -- what the model keeps ---------------------------------------------------------------------
     def meta(self) -> dict:
@@ -171,24 +190,25 @@ class Task:
 
     # -- predictions ------------------------------------------------------------------------------
     def prediction_columns(self, logits: np.ndarray) -> dict[str, list]:
-        """Columns added to a predictions table: predicted (class, "a|b" label set or value) and
-        per-class / per-label probabilities."""
+        return self.columns(self.outputs(logits))
+
+    def columns(self, out: np.ndarray) -> dict[str, list]:
+        """Columns added to a predictions table from outputs: predicted (class, "a|b" label set or
+        value) and per-class / per-label probabilities."""
         if self.kind == "regression":
-            return {"predicted": np.round(self.values(logits), 6).tolist()}
-        probs = self.probabilities(logits)
+            return {"predicted": np.round(out, 6).tolist()}
         if self.kind == "multilabel":
-            on = probs >= self.cut()
-            cols = {"predicted": ["|".join(n for n, o in zip(self.names, row) if o) for row in on]}
+            cols = {"predicted": ["|".join(n for n, o in zip(self.names, row) if o) for row in out >= self.cut()]}
         else:
-            cols = {"predicted": [self.names[i] for i in probs.argmax(1)]}
-        cols.update({f"p_{n}": probs[:, j].round(6).tolist() for j, n in enumerate(self.names)})
+            cols = {"predicted": [self.names[i] for i in out.argmax(1)]}
+        cols.update({f"p_{n}": out[:, j].round(6).tolist() for j, n in enumerate(self.names)})
         return cols
 
     def gold_column(self, labels: np.ndarray, labelled: bool = True) -> list:
         if not labelled:
             return [""] * len(labels)
         if self.kind == "regression":
-            return [float(v) for v in labels]
+            return [round(float(v), 6) for v in labels]
         if self.kind == "multilabel":
             return ["|".join(n for n, o in zip(self.names, row) if o > 0.5) for row in labels]
         return [self.names[i] if i >= 0 else "" for i in labels]
@@ -240,3 +260,26 @@ def baseline(task: Task, train: np.ndarray, splits: dict[str, np.ndarray]) -> di
             out[s] = {"rmse": float(np.sqrt(np.mean((y - mean) ** 2))), "mae": float(np.mean(np.abs(y - mean)))}
         return out
     return {}
+
+
+SHORT = {"accuracy": "accuracy", "macro_f1": "macro-F1", "micro_f1": "micro-F1", "samples_f1": "samples-F1",
+         "subset_accuracy": "subset accuracy", "hamming_loss": "Hamming loss", "rmse": "RMSE", "mae": "MAE",
+         "pearson": "Pearson", "spearman": "Spearman"}
+
+
+def score_line(scores: dict, first: bool = False) -> str:
+    """"accuracy 0.8123, macro-F1 0.7001" from whichever task's scalar scores are in `scores`
+    (`first`: only the name of the leading one, e.g. for the per-member range of an ensemble)."""
+    kind = "multilabel" if "micro_f1" in scores else "regression" if "spearman" in scores or "rmse" in scores \
+        else "classification"
+    keys = [k for k in EVENT_METRICS[kind] if k != "loss" and isinstance(scores.get(k), float)]
+    if first:
+        return SHORT[DEFAULT_METRIC[kind]]
+    return ", ".join(f"{SHORT[k]} {scores[k]:.4f}" for k in keys)
+
+
+def metric_for_runs(runs) -> str:
+    """The metric `compare` shows when none is asked for: the task's default when all runs share
+    one task family, else accuracy."""
+    fams = {family((r if isinstance(r, dict) else r.info).get("task") or "") for r in runs}
+    return DEFAULT_METRIC[fams.pop()] if len(fams) == 1 else "accuracy"

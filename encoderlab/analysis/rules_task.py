@@ -41,6 +41,17 @@ def multilabel_findings(ctx: RunContext) -> list[Finding]:
             "binary cross-entropy on rare labels rewards all-negative outputs: set train.class_weights="
             "\"balanced\" (pos_weight), train longer or with a higher train.lr; the thresholds are tuned on "
             "validation, so this means the probabilities carry no signal"))
+    vals = [v["detail"] for v in ctx.val if v.get("detail")]
+    if not empty and vals and all((d.get("empty_predicted") or 0) >= EMPTY_SET_SHARE for d in vals):
+        found.append(Finding(
+            "empty_set_collapse", "warning", "at the 0.5 threshold the model predicted no label at every evaluation",
+            f"{len(vals)} validation evaluation{'s' if len(vals) > 1 else ''}: empty label set for "
+            + ", ".join(pct(d["empty_predicted"]) for d in vals) + " of examples (threshold "
+            f"{pct(EMPTY_SET_SHARE)}); micro-F1 at 0.5 " + ", ".join(fmt(v["metrics_micro_f1"]) for v in ctx.val
+                                                                    if v.get("metrics_micro_f1") is not None)
+            + "; the kept checkpoint was chosen on these numbers, the tuned thresholds came after",
+            "the probabilities stay below 0.5 for rare labels: set train.class_weights=\"balanced\" (pos_weight) "
+            "so checkpoint selection sees predictions, or train longer / with a higher train.lr"))
     for s, d in scored[-1:]:
         pred, true = d.get("label_share_predicted") or {}, d.get("label_share_true") or {}
         on = [n for n, v in pred.items() if v >= ALWAYS_ON_SHARE and true.get(n, 0) < ALWAYS_ON_TRUE_MAX]

@@ -376,7 +376,7 @@ def show_classification(run, args):
         return
     show_header(run, args)
     data = run.info.get("data")
-    if data:
+    if data and "mean_tokens" in data:     # a distilled run's summary holds sizes and baselines only
         console.rule("data")
         sizes = data["sizes"]
         console.print(f"task {data['task']}, {data['num_labels']} labels; train {sizes['train']}, "

@@ -80,7 +80,7 @@ def show(run, args) -> None:
         return
     show_header(run, args)
     data = run.info.get("data")
-    if data:
+    if data and "mean_tokens" in data:     # a distilled run's summary holds sizes and baselines only
         console.rule("data")
         sizes = data["sizes"]
         console.print(f"task {data['task']}, {data['num_labels']} {'labels' if data['task'] == 'multilabel' else 'target'}; "

@@ -294,3 +294,24 @@ def test_regression_diagnostics_on_real_runs(tmp_path):
                             *tiny]), store, progress=False)
     f = {f.code: f for f in diagnose.diagnose(run)}["targets_outside_train_range"]
     assert f.severity == "warning" and "0.250" in f.evidence
+
+
+@pytest.mark.slow
+def test_distill_export_and_bench_take_these_runs(task_runs, capsys):
+    """The cost verbs read the run's task from its model: a distilled student keeps the task (own
+    thresholds / the teacher's target scale), an exported ONNX run scores like its parent."""
+    root = str(task_runs["store"].root)
+    for name, metric in (("ml", "micro_f1"), ("reg", "spearman")):
+        teacher = task_runs[name][0]
+        assert main(["--store", root, "distill", teacher.id, "compress.layers=first:1", "train.epochs=1",
+                     f"name={name}-student", "--quiet"]) == 0
+        student = task_runs["store"].get(f"{name}-student")
+        assert student.status == "completed" and student.info["best_metric"] == metric
+        assert set(student.info["test_scores"]) == set(T.EVENT_METRICS[T.family(teacher.info["task"])])
+        assert main(["--store", root, "export", teacher.id, "--name", f"{name}-onnx"]) == 0
+        onnx = task_runs["store"].get(f"{name}-onnx")
+        assert onnx.info["test_scores"][metric] == pytest.approx(teacher.info["test_scores"][metric], abs=0.02)
+        assert main(["--store", root, "bench", teacher.id, "--batches", "2", "--rounds", "1", "--warmup", "1",
+                     "--batch-sizes", "4"]) == 0
+        main(["--store", root, "show", student.id])
+        assert T.SHORT[metric] in capsys.readouterr().out

@@ -6,6 +6,21 @@ from __future__ import annotations
 import numpy as np
 
 
+# which metric picks the best checkpoint by default, per task family, and which metrics fall
+DEFAULT_METRIC = {"classification": "accuracy", "multilabel": "micro_f1", "regression": "spearman"}
+LOWER_IS_BETTER = frozenset({"loss", "hamming_loss", "rmse", "mae"})
+
+
+def task_family(task: str) -> str:
+    """classification | multilabel | regression, from a data.task (or run.json task) value."""
+    return task if task in ("multilabel", "regression") else "classification"
+
+
+def resolve_metric(metric: str, task: str) -> str:
+    """train.metric with "auto" replaced by the task's default."""
+    return DEFAULT_METRIC[task_family(task)] if metric == "auto" else metric
+
+
 def confusion(labels: np.ndarray, preds: np.ndarray, k: int) -> np.ndarray:
     """(k, k) counts, rows = true class, columns = predicted class."""
     return np.bincount(labels * k + preds, minlength=k * k).reshape(k, k)

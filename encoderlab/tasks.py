@@ -23,25 +23,15 @@ from torch import nn
 from encoderlab import metrics as M
 
 CLASSIFICATION_TASKS = ("single", "pair", "sequence")
-DEFAULT_METRIC = {"classification": "accuracy", "multilabel": "micro_f1", "regression": "spearman"}
+DEFAULT_METRIC, LOWER_IS_BETTER, resolve_metric = M.DEFAULT_METRIC, M.LOWER_IS_BETTER, M.resolve_metric
+family = M.task_family
 # the scalar metrics of each task's validation / test events, the checkpoint metric among them
 EVENT_METRICS = {"classification": ("loss", "accuracy", "macro_f1"),
                  "multilabel": ("loss", "micro_f1", "macro_f1", "samples_f1", "subset_accuracy", "hamming_loss"),
                  "regression": ("loss", "rmse", "mae", "pearson", "spearman")}
 # the running train score of each task's train events (regression has none)
 RUNNING_METRIC = {"classification": "accuracy", "multilabel": "subset_accuracy"}
-LOWER_IS_BETTER = frozenset({"loss", "hamming_loss", "rmse", "mae"})
 MAX_POS_WEIGHT = 10.0   # a label seen once in train must not get a weight of thousands
-
-
-def family(task: str) -> str:
-    """classification | multilabel | regression, from a data.task (or run.json task) value."""
-    return task if task in ("multilabel", "regression") else "classification"
-
-
-def resolve_metric(metric: str, task: str) -> str:
-    """train.metric with "auto" replaced by the task's default."""
-    return DEFAULT_METRIC[family(task)] if metric == "auto" else metric
 
 
 def better(metric: str, value: float, best: float | None) -> bool:

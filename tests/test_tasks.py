@@ -214,6 +214,11 @@ def test_compare_and_paired_use_the_task_metric(task_runs, capsys):
     mse = [r for r in task_runs["reg"] if r.config().train.regression_loss == "mse"]
     row = next(r for r in out if r["train.regression_loss"] == "mse")
     assert row["test_mean"] == pytest.approx(np.mean([r.info["test_scores"]["spearman"] for r in mse]))
+    rmse = CMP.config_table(task_runs["reg"], metric="rmse")      # lower is better: the best is the minimum
+    for row in rmse.rows:
+        for rid in row["runs"]:
+            vals = [ev["metrics"]["rmse"] for ev in task_runs["store"].get(rid).events() if ev["split"] == "validation"]
+            assert min(vals) in [f.best_val("rmse") for f in CMP.read_facts([task_runs["store"].get(rid)])]
     main(["--store", root, "compare", "--group", "reg", "--metric", "rmse", "--paired", "train.regression_loss",
           "mse", "huber"])
     assert "rmse" in capsys.readouterr().out

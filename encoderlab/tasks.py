@@ -191,7 +191,7 @@ class Task:
             cols = {"predicted": ["|".join(n for n, o in zip(self.names, row) if o) for row in out >= self.cut()]}
         else:
             cols = {"predicted": [self.names[i] for i in out.argmax(1)]}
-        cols.update({f"p_{n}": out[:, j].round(6).tolist() for j, n in enumerate(self.names)})
+        cols.update({f"p_{n}": out[:, j].astype(np.float64).round(6).tolist() for j, n in enumerate(self.names)})
         return cols
 
     def gold_column(self, labels: np.ndarray, labelled: bool = True) -> list:

@@ -112,7 +112,7 @@ def main(argv=None) -> int:
            "PYTHONPATH": str(REPO)}
     print(f"cpu kind {a.cpu_kind}, precision {a.precision}, {a.threads} threads, {a.steps} timed steps after "
           f"{a.warmup} warm-up steps (batch 32, max_length 64, MiniLM-L6, wordnet-lexname)")
-    print(f"| variant | precision | real tok/s | GFLOP/s | % of matmul peak |\n|---|---|---:|---:|---:|")
+    print("| variant | precision | real tok/s | GFLOP/s | % of matmul peak |\n|---|---|---:|---:|---:|")
     for v in a.variants.split(","):
         out = subprocess.run([sys.executable, __file__, "--child", v, "--precision", a.precision, "--steps",
                               str(a.steps), "--warmup", str(a.warmup), "--threads", str(a.threads)],

@@ -156,6 +156,9 @@ class TrainConfig:
                       "(single / pair / sequence), micro_f1 (multilabel), spearman (regression)",
                       ("auto", "accuracy", "macro_f1", "micro_f1", "spearman", "loss"))
     early_stopping: int = opt(0, "stop after N evaluations without improvement (0 = off)")
+    compile: str = opt("auto", "torch.compile the training forward/backward; auto = eager for now (on the "
+                       "quickstart compiling cost ~150 s and steps ran no faster), on, off", ("auto", "on", "off"),
+                       late=True)
 
 
 @dataclass(frozen=True)
@@ -565,7 +568,8 @@ def reference(cls=ExperimentConfig, prefix: str = "") -> list[tuple[str, str, st
         if f.metadata.get("choices"):
             doc += f" [{' | '.join(map(str, f.metadata['choices']))}]"
         default = f.default
-        rows.append((f"{prefix}{f.name}", _type_name(tp), json.dumps(list(default) if isinstance(default, tuple) else default), doc))
+        shown = json.dumps(list(default) if isinstance(default, tuple) else default)
+        rows.append((f"{prefix}{f.name}", _type_name(tp), shown, doc))
     return rows
 
 

@@ -39,28 +39,28 @@ MODEL_VERBS = frozenset({"predict", "bench", "truncate", "distill", "quantize", 
 CLASSIFIER_VERBS = MODEL_VERBS | {"eval"}
 
 KINDS: dict[str, Kind] = {k.name: k for k in (
-    Kind("classification", "encoderlab.train.fit:fit", True, "encoderlab.cli:show_classification",
+    Kind("classification", "encoderlab.train.fit:fit", True, "encoderlab.cli.runs:show_classification",
          CLASSIFIER_VERBS | {"resume"}, "classification",
          "single / pair / sequence task", "", "encoderlab run FILE"),
     # data.task "multilabel" / "regression": the same fit recipe with the task's head, loss and metrics
     # (encoderlab.tasks); thresholds / the target scale travel with the model
-    Kind("multilabel", "encoderlab.train.fit:fit", True, "encoderlab.cli_tasks:show",
+    Kind("multilabel", "encoderlab.train.fit:fit", True, "encoderlab.cli.tasks:show",
          CLASSIFIER_VERBS | {"resume"}, "classification",
          "multi-label task", "", "encoderlab run FILE"),
-    Kind("regression", "encoderlab.train.fit:fit", True, "encoderlab.cli_tasks:show",
+    Kind("regression", "encoderlab.train.fit:fit", True, "encoderlab.cli.tasks:show",
          CLASSIFIER_VERBS | {"resume"}, "classification",
          "regression task", "", "encoderlab run FILE"),
-    Kind("ranking", "encoderlab.train.ranking:run", False, "encoderlab.cli_ranking:show",
+    Kind("ranking", "encoderlab.train.ranking:run", False, "encoderlab.cli.ranking:show",
          frozenset(), "ranking",
          "ranking.mode {mode}: candidate scorers, no class head",
          'rank with `encoderlab rank FILE`; model.path = "run:{id}" fine-tunes its encoder further',
          "encoderlab rank FILE"),
-    Kind("pretraining", "encoderlab.train.pretrain:pretrain", True, "encoderlab.cli:show_pretraining",
+    Kind("pretraining", "encoderlab.train.pretrain:pretrain", True, "encoderlab.cli.pretrain:show_pretraining",
          frozenset({"resume"}), "pretraining",
          "no classifier", 'fine-tune it with model.path = "run:{id}"', "encoderlab pretrain FILE"),
     # distilled, truncated, quantized or exported from a classification run (run.json `parent`);
     # a classifier like its parent, but made by a verb that reads the parent, so it restarts
-    Kind("derived", "encoderlab.train.distill:distill", False, "encoderlab.cli:show_classification",
+    Kind("derived", "encoderlab.train.distill:distill", False, "encoderlab.cli.runs:show_classification",
          CLASSIFIER_VERBS, "classification",
          "derived from run {parent}", "",
          "encoderlab distill / truncate / quantize / export"),

@@ -49,7 +49,8 @@ precision = "fp32"
 threads = 1
 """)
     store = tmp_path / "runs"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-m", "encoderlab.cli", "--store", str(store), "run", str(exp),
                            "--nproc", "2", "--quiet", "--json"], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

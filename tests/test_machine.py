@@ -146,3 +146,22 @@ def test_doctor_reports_the_machine(tmp_path, probe_says, capsys):
     out = capsys.readouterr().out
     assert "fp32 80.0 GFLOP/s, bf16 (autocast) 4.0 GFLOP/s" in out
     assert "precision fp32: bf16 matmul 4.0 GFLOP/s vs fp32 80.0 GFLOP/s on this CPU" in out
+
+
+def test_compile_choice_rules():
+    assert machine.compile_choice("off", 10_000, "cpu") == (False, "train.compile = 'off'")
+    assert machine.compile_choice("on", 1, "cpu") == (True, "train.compile = 'on'")
+    on, why = machine.compile_choice("auto", 10_000, "cpu")
+    assert not on and why.startswith("auto: eager")
+
+
+def test_a_compiled_run_trains_and_records_it(tmp_path, two_class_csv):
+    from encoderlab.store.runs import RunStore
+    from encoderlab.train.fit import fit
+    cfg = tiny_config(two_class_csv, train__compile="on", train__epochs=1, train__max_steps=3)
+    run = fit(cfg, RunStore(tmp_path / "runs"), progress=False)
+    assert run.status == "completed" and run.info["compiled"] is True
+    assert run.info["compile_reason"] == "train.compile = 'on'"
+    short = fit(tiny_config(two_class_csv, train__epochs=1, train__max_steps=3), RunStore(tmp_path / "runs"),
+                progress=False)
+    assert short.info["compiled"] is False and short.info["compile_reason"].startswith("auto: eager")

@@ -60,17 +60,55 @@ def test_markdown_report_writes_pngs(sweep_runs):
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+def screenshot(url: str, shot, tmp, size: str):
+    """A headless chromium screenshot of `url` (window `size` "W,H") into `shot`."""
+    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp / 'chrome-profile'}", f"--window-size={size}",
+                    f"--screenshot={shot}", url], check=True, timeout=120, capture_output=True)
+    return shot
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_report_renders_in_headless_chromium(sweep_runs):
     import matplotlib.image as mpimg
     runs, tmp = sweep_runs
     page = report.write_html(runs, tmp / "report.html")
-    shot = tmp / "shot.png"
-    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    f"--user-data-dir={tmp / 'chrome-profile'}", "--window-size=1200,2400",
-                    f"--screenshot={shot}", page.as_uri()], check=True, timeout=120,
-                   capture_output=True)
-    img = mpimg.imread(shot)
+    img = mpimg.imread(screenshot(page.as_uri(), tmp / "shot.png", tmp, "1200,2400"))
     assert img.shape[0] >= 2000 and img.shape[1] >= 1000
     assert img[..., :3].std() > 0.05          # not a blank page: text, tables and plots drew
+
+
+@pytest.fixture(scope="module")
+def search_runs(two_class_csv, tmp_path_factory):
+    """A small TPE search with a median pruner (some trials pruned) in its own store."""
+    pytest.importorskip("optuna")
+    from test_search import write
+    from encoderlab import search
+    from encoderlab.analysis.select import select
+    from encoderlab.store.runs import RunStore
+    tmp = tmp_path_factory.mktemp("search-report")
+    path = write(tmp, two_class_csv, 'search = "tpe"\ntrials = 5\nstartup_trials = 2\nseeds = [0, 1]\n'
+                 '"train.lr" = { log_uniform = [1e-5, 1e-2], grid = 4 }\n"train.warmup_ratio" = [0.0, 0.1]')
+    store = RunStore(tmp / "runs")
+    search.run_search(path, store).close()
+    return select(store, group="se", status="any"), tmp
+
+
+def test_report_has_the_search_sections(search_runs):
+    runs, tmp = search_runs
+    text = report.write_html(runs, tmp / "search.html").read_text()
+    for part in ("<h2 id='search'>Search: se</h2>", "best configurations by mean best-validation accuracy",
+                 "compute spent vs the full grid", "8 x 2 x", "alt='slice plot'", "parameter importance"):
+        assert part in text, part
+    md = report.write_markdown(runs, tmp / "search.md").read_text()
+    assert "## Search: se" in md and (tmp / "search_files" / "slice.png").exists()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_search_report_renders_in_headless_chromium(search_runs):
+    import matplotlib.image as mpimg
+    runs, tmp = search_runs
+    page = report.write_html(runs, tmp / "search.html")
+    img = mpimg.imread(screenshot(page.as_uri() + "#search", tmp / "search-shot.png", tmp, "1200,3000"))
+    assert img.shape[0] >= 2000 and img[..., :3].std() > 0.05

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from encoderlab import cli
 from encoderlab.store import space

@@ -29,7 +29,8 @@ run.update(status="completed", finished=now(), test_accuracy=0.5)
 
 def test_eight_concurrent_writers_lose_no_row(tmp_path):
     root = tmp_path / "runs"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
     start = str(time.time() + 3)
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(root), str(i), start], env=env, stderr=subprocess.PIPE,
                               text=True) for i in range(8)]

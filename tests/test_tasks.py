@@ -119,7 +119,8 @@ def test_label_sets_from_strings_lists_and_columns(multilex_files):
     np.testing.assert_array_equal(a.test.labels, b.test.labels)
     first = rows("wordnet-multilex", "train", 1)[0]["labels"].split("|")
     assert [a.label_names[j] for j in np.flatnonzero(a.train.labels[0])] == sorted(first)
-    c, _ = load_data(_data(multilex_files, "-cols.csv", 'data.label_columns=["noun.person", "noun.artifact", "verb.contact"]'))
+    cols = 'data.label_columns=["noun.person", "noun.artifact", "verb.contact"]'
+    c, _ = load_data(_data(multilex_files, "-cols.csv", cols))
     assert c.label_names == ["noun.person", "noun.artifact", "verb.contact"]
     np.testing.assert_array_equal(c.train.labels[:, 0], a.train.labels[:, a.label_names.index("noun.person")])
 
@@ -227,7 +228,8 @@ def test_compare_and_paired_use_the_task_metric(task_runs, capsys):
 def test_predict_writes_label_sets_and_values(task_runs, tmp_path, capsys):
     ml, reg = task_runs["ml"][0], task_runs["reg"][0]
     r = rows("wordnet-multilex", "test", 30)
-    pd.DataFrame({"text": [x["text"] for x in r], "labels": [x["labels"] for x in r]}).to_csv(tmp_path / "ml.csv", index=False)
+    pd.DataFrame({"text": [x["text"] for x in r], "labels": [x["labels"] for x in r]}) \
+        .to_csv(tmp_path / "ml.csv", index=False)
     df, scores = P.predict(ml, str(tmp_path / "ml.csv"))
     meta = json.loads((ml.dir / "model" / "encoderlab.json").read_text())
     probs = df[[f"p_{n}" for n in meta["labels"]]].to_numpy()
@@ -236,8 +238,10 @@ def test_predict_writes_label_sets_and_values(task_runs, tmp_path, capsys):
     assert 0 <= scores["micro_f1"] <= 1
     ens, scores = P.predict(task_runs["ml"][:2], str(tmp_path / "ml.csv"))
     assert set(scores["members"]) == {x.id for x in task_runs["ml"][:2]}
-    pd.DataFrame(rows("wordnet-similarity", "test", 30)).drop(columns="similarity").to_csv(tmp_path / "s.csv", index=False)
-    main(["--store", str(task_runs["store"].root), "predict", reg.id, str(tmp_path / "s.csv"), "-o", str(tmp_path / "o.csv")])
+    pd.DataFrame(rows("wordnet-similarity", "test", 30)).drop(columns="similarity") \
+        .to_csv(tmp_path / "s.csv", index=False)
+    main(["--store", str(task_runs["store"].root), "predict", reg.id, str(tmp_path / "s.csv"),
+          "-o", str(tmp_path / "o.csv")])
     out = pd.read_csv(tmp_path / "o.csv")
     assert out["predicted"].dtype.kind == "f" and len(out) == 30
 

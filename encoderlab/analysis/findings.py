@@ -43,6 +43,8 @@ def unfinished_fix(status: str) -> str:
         return "resume it: encoderlab resume RUN"
     if status == "failed":
         return "read the message; fix the cause and start the run again"
+    if status == "pruned":
+        return "a search stopped it early (bad validation curve); nothing to fix unless the search's bar is wrong"
     return "wait for the run to finish, then diagnose again"
 
 

@@ -90,14 +90,16 @@ def budget_table(runs: Sequence[Run]) -> Table:
         if not stats:
             continue
         cfg = facts[0].flat
-        row = {"config": r["config"], "experiment": facts[0].info.get("name", "").split(":")[0], "budget": f"{cfg['ranking.context_tokens']}/{cfg['ranking.candidate_tokens']}",
+        row = {"config": r["config"], "experiment": facts[0].info.get("name", "").split(":")[0],
+               "budget": f"{cfg['ranking.context_tokens']}/{cfg['ranking.candidate_tokens']}",
                "loss": cfg["ranking.loss"], "test": r["test"], "n": r["n"], "runs": r["runs"]}
         for k in ("context_truncated", "candidate_truncated", "mean_pair_tokens", "padding_waste",
                   "padding_waste_fixed"):
             row[k] = mean_std([s[k] for s in stats])[0]
         rows.append(row)
-    cols = [("experiment", "experiment"), ("budget", "context/candidate"), ("loss", "loss"), ("context_truncated", "ctx cut", 3),
-            ("candidate_truncated", "cand cut", 3), ("mean_pair_tokens", "tokens/pair", 1),
+    cols = [("experiment", "experiment"), ("budget", "context/candidate"), ("loss", "loss"),
+            ("context_truncated", "ctx cut", 3), ("candidate_truncated", "cand cut", 3),
+            ("mean_pair_tokens", "tokens/pair", 1),
             ("padding_waste", "pad waste", 3), ("padding_waste_fixed", "pad waste (fixed len)", 3),
             ("test", f"test acc@1 (mean {PM} std)"), ("n", "n")]
     return Table(rows, cols, cols + [("runs", "runs")], title="segment budgets: truncation and padding (train)")

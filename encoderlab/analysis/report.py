@@ -143,6 +143,18 @@ def _sections(runs: Sequence[Run]):
     return table, diag, best, plots, cost, _ranking(runs)
 
 
+def _search(runs: Sequence[Run]):
+    """The search section when the runs' group was made by a search (`encoderlab.search`)."""
+    from encoderlab.analysis import searchreport
+    return searchreport.section(runs)
+
+
+def _pruned(runs: Sequence[Run]):
+    from encoderlab.analysis import multi
+    pruned = [r for r in runs if r.status == "pruned"]
+    return multi.pruned_table(pruned) if pruned else None
+
+
 def _ranking(runs: Sequence[Run]):
     """Ranking runs: test accuracy@1 per held-out domain and the mean over domains (rank-table)."""
     ranked = [r for r in runs if kinds.kind_of(r) == "ranking" and r.status == "completed"]
@@ -178,6 +190,21 @@ def write_html(runs: Sequence[Run], path: str | Path, title: str = "encoderlab r
     if ranking is not None:
         parts += ["<h2>Ranking: held-out domains</h2>", f"<p class='muted'>{e(ranking.title)}</p>",
                   R.to_html(ranking.rows, ranking.columns)]
+    search, pruned = _search(runs), _pruned(runs)
+    if search is not None:
+        parts += [f"<h2 id='search'>Search: {e(search.group)}</h2>", f"<p class='muted'>{e(search.best.title)}</p>",
+                  R.to_html(search.best.rows, search.best.columns)]
+        if search.importance is not None:
+            parts += [f"<p class='muted'>{e(search.importance.title)}</p>",
+                      R.to_html(search.importance.rows, search.importance.columns)]
+        parts += [f"<p class='muted'>{e(search.compute.title)}</p>",
+                  R.to_html(search.compute.rows, search.compute.columns),
+                  "<img alt='slice plot' src='data:image/png;base64,"
+                  + base64.b64encode(search.slice_png).decode() + "'>"]
+        parts += [f"<p class='info'>{e(n)}</p>" for n in search.notes]
+    if pruned is not None:
+        parts += ["<h2 id='pruned'>Pruned runs</h2>", f"<p class='muted'>{e(pruned.title)}</p>",
+                  R.to_html(pruned.rows, pruned.columns)]
     parts += ["<h2>Learning curves</h2>", "<p class='muted'>mean over the runs of each configuration; "
               "band = min..max over seeds/folds</p>", f"<img alt='learning curves' src='{img['curves']}'>"]
     if cost[0]:
@@ -220,6 +247,15 @@ def write_markdown(runs: Sequence[Run], path: str | Path, title: str = "encoderl
         out += ["Fixed settings: " + ", ".join(f"`{k} = {v}`" for k, v in table.fixed.items()), ""]
     if ranking is not None:
         out += ["## Ranking: held-out domains", "", ranking.render("markdown").strip(), ""]
+    search, pruned = _search(runs), _pruned(runs)
+    if search is not None:
+        (files / "slice.png").write_bytes(search.slice_png)
+        out += [f"## Search: {search.group}", "", search.best.render("markdown").strip(), ""]
+        if search.importance is not None:
+            out += [search.importance.render("markdown").strip(), ""]
+        out += [search.compute.render("markdown").strip(), "", f"![slice plot]({rel}/slice.png)", ""]
+    if pruned is not None:
+        out += ["## Pruned runs", "", pruned.render("markdown").strip(), ""]
     out += ["## Learning curves", "", "Mean over the runs of each configuration; band = min..max over seeds.",
             "", f"![learning curves]({rel}/curves.png)", ""]
     if cost[0]:

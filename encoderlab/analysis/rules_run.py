@@ -48,7 +48,7 @@ def _prior_ref(ctx: RunContext, r: dict) -> float | None:
     return prior_loss(bal, dist, weighted)
 
 
-def _collapsed(r: dict) -> tuple[str, float, float] | None:
+def collapsed(r: dict) -> tuple[str, float, float] | None:
     """(class, predicted share, mean recall of the other classes) when one class takes nearly
     all predictions and the others are almost never found."""
     share = (r.get("detail") or {}).get("predicted_share") or {}
@@ -169,7 +169,7 @@ def _collapse(ctx: RunContext, divergence: bool) -> Finding | None:
         name = split.replace("final_", "").replace("_", " ")
         base = ctx.majority(split)
         ref = _prior_ref(ctx, r)
-        c = _collapsed(r)
+        c = collapsed(r)
         near_prior = (base is not None and ref and finite(r["loss"]) and r["accuracy"] is not None
                       and abs(r["accuracy"] - base) <= BASELINE_ACC_MARGIN
                       and abs(r["loss"] - ref) <= PRIOR_LOSS_TOL * ref)
@@ -187,7 +187,7 @@ def _collapse(ctx: RunContext, divergence: bool) -> Finding | None:
         parts.append(s)
     if not any_hit:
         return None
-    collapsed_vals = sum(1 for v in ctx.val if _collapsed(v))
+    collapsed_vals = sum(1 for v in ctx.val if collapsed(v))
     if ctx.val:
         parts.append(f"collapsed at {collapsed_vals} of {len(ctx.val)} validation evaluations")
     bal = ctx.data.get("train_class_balance") or {}

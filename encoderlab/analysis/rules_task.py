@@ -103,7 +103,8 @@ def regression_findings(ctx: RunContext) -> list[Finding]:
             "some validation / test targets lie outside the range seen in training",
             f"train targets {fmt(tr['min'])} .. {fmt(tr['max'])}; outside it: "
             + ", ".join(f"{s} {pct(v)}" for s, v in far.items())
-            + "; " + ", ".join(f"{s} range {fmt(a)} .. {fmt(b)}" for s, (a, b) in (ctx.data.get("target_range") or {}).items()),
+            + "; " + ", ".join(f"{s} range {fmt(a)} .. {fmt(b)}"
+                               for s, (a, b) in (ctx.data.get("target_range") or {}).items()),
             "a regression head extrapolates poorly: errors on these examples are large; train on data covering "
             "the whole range (or expect and report it)"))
     return found

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from encoderlab.data.dataset import _column, _texts
+from encoderlab.data.dataset import require_column, text_values
 from encoderlab.data.readers import read_table
 from encoderlab.errors import DataError
 
@@ -76,8 +76,8 @@ def read_corpus(paths: str | Path | list, text: str = "text", text_pair: str = "
             d += open_doc
             continue
         df = read_table(path, fmt)
-        firsts = _texts(_column(df, text, str(path), "data.text"), str(path), text)
-        seconds = _texts(_column(df, text_pair, str(path), "data.text_pair"), str(path), text_pair,
+        firsts = text_values(require_column(df, text, str(path), "data.text"), str(path), text)
+        seconds = text_values(require_column(df, text_pair, str(path), "data.text_pair"), str(path), text_pair,
                          allow_empty=True) if text_pair else [""] * len(firsts)
         for r, (a, b) in enumerate(zip(firsts, seconds), 1):
             for s, column in ((a, text), (b, text_pair)):

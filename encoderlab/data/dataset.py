@@ -91,7 +91,8 @@ def resolve_columns(cfg: DataConfig) -> DataConfig:
     return replace(cfg, task=task)
 
 
-def _column(df: pd.DataFrame, name: str, file: str, key: str) -> pd.Series:
+def require_column(df: pd.DataFrame, name: str, file: str, key: str) -> pd.Series:
+    """df[name], or a DataError naming the file, the columns there and the config `key` to set."""
     if name not in df.columns:
         import difflib
         cols = [str(c) for c in df.columns]
@@ -102,7 +103,8 @@ def _column(df: pd.DataFrame, name: str, file: str, key: str) -> pd.Series:
     return df[name]
 
 
-def _texts(series: pd.Series, file: str, field: str, allow_empty: bool = False) -> list[str]:
+def text_values(series: pd.Series, file: str, field: str, allow_empty: bool = False) -> list[str]:
+    """The column as strings; a missing (or, unless allowed, empty) value is a DataError with its row."""
     out = []
     for i, v in enumerate(series.tolist(), 1):
         if v is None or (isinstance(v, float) and np.isnan(v)):
@@ -133,17 +135,17 @@ def read_split(path: str, cfg: DataConfig, name: str, label_names: list[str] | N
         from encoderlab.data.series import read_series_split
         return read_series_split(path, cfg, name, label_names, require_labels)
     df = read_table(path, cfg.format) if frame is None else frame
-    texts = _texts(_column(df, cfg.text, path, "data.text"), path, cfg.text)
-    pairs = _texts(_column(df, cfg.text_pair, path, "data.text_pair"), path, cfg.text_pair) \
+    texts = text_values(require_column(df, cfg.text, path, "data.text"), path, cfg.text)
+    pairs = text_values(require_column(df, cfg.text_pair, path, "data.text_pair"), path, cfg.text_pair) \
         if cfg.task == "pair" or (cfg.text_pair and cfg.task in ("multilabel", "regression")) else None
     if cfg.task == "multilabel" and cfg.label_columns:
         if not require_labels and not all(c in df.columns for c in cfg.label_columns):
             return Split(name, texts, pairs, np.full(len(texts), -1), path, labelled=False), []
-        labels = np.stack([_binary(_column(df, c, path, "data.label_columns"), path, c)
+        labels = np.stack([_binary(require_column(df, c, path, "data.label_columns"), path, c)
                            for c in cfg.label_columns], 1)
         return Split(name, texts, pairs, labels, path), list(cfg.label_columns)
     if cfg.label in df.columns or require_labels:
-        raw = _column(df, cfg.label, path, "data.label").tolist()
+        raw = require_column(df, cfg.label, path, "data.label").tolist()
     else:
         return Split(name, texts, pairs, np.full(len(texts), -1), path, labelled=False), []
     if cfg.task == "multilabel":

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from encoderlab.config import DataConfig
-from encoderlab.data.dataset import Split, _column, labels_to_ids
+from encoderlab.data.dataset import Split, labels_to_ids, require_column
 from encoderlab.data.readers import read_table
 from encoderlab.errors import DataError
 
@@ -132,11 +132,11 @@ def _examples(values: np.ndarray, layout: str, path: str, field: str):
 def _labels(df: pd.DataFrame, cfg: DataConfig, path: str, require: bool) -> list | None:
     if cfg.label not in df.columns and not require:
         return None
-    return _column(df, cfg.label, path, "data.label").tolist()
+    return require_column(df, cfg.label, path, "data.label").tolist()
 
 
 def _read_wide(df: pd.DataFrame, path: str, cfg: DataConfig, require_labels: bool):
-    col = _column(df, cfg.text, path, "data.text")
+    col = require_column(df, cfg.text, path, "data.text")
     arrays = []
     for row, cell in enumerate(col.tolist(), 1):
         if isinstance(cell, str):
@@ -172,7 +172,7 @@ def _read_wide(df: pd.DataFrame, path: str, cfg: DataConfig, require_labels: boo
 
 
 def _read_long(df: pd.DataFrame, path: str, cfg: DataConfig, require_labels: bool):
-    ids = _column(df, cfg.id_column, path, "data.id_column")
+    ids = require_column(df, cfg.id_column, path, "data.id_column")
     skip = {cfg.id_column, cfg.time_column, cfg.label}
     # csv cells arrive as strings; empty cells become NaN (data.nan decides), anything else is an error
     numeric = {c: pd.to_numeric(df[c], errors="coerce") for c in (cfg.channels or [c for c in df.columns
@@ -182,7 +182,7 @@ def _read_long(df: pd.DataFrame, path: str, cfg: DataConfig, require_labels: boo
     if not channels:
         raise DataError("no value columns besides id/time/label; set data.channels", file=path)
     for c in channels:
-        col = _column(df, c, path, "data.channels")
+        col = require_column(df, c, path, "data.channels")
         bad = (numeric[c].isna() & col.notna()).to_numpy()
         if bad.any():
             row = int(np.flatnonzero(bad)[0]) + 1
@@ -191,10 +191,10 @@ def _read_long(df: pd.DataFrame, path: str, cfg: DataConfig, require_labels: boo
     values = pd.DataFrame({c: numeric[c] for c in channels})
     has_labels = cfg.label in df.columns or require_labels
     if has_labels:
-        _column(df, cfg.label, path, "data.label")
+        require_column(df, cfg.label, path, "data.label")
     frame = values.assign(_row=np.arange(1, len(df) + 1), _id=ids.to_numpy())
     if cfg.time_column:
-        frame["_t"] = pd.to_numeric(_column(df, cfg.time_column, path, "data.time_column"), errors="coerce")
+        frame["_t"] = pd.to_numeric(require_column(df, cfg.time_column, path, "data.time_column"), errors="coerce")
     if has_labels:
         frame["_label"] = df[cfg.label].to_numpy()
     arrays, raw, names = [], [], []

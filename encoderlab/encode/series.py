@@ -24,7 +24,6 @@ so `predict` encodes new raw examples exactly like training did.
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import norm
 
 from encoderlab.config import SeriesConfig
 from encoderlab.data.dataset import Split
@@ -108,7 +107,7 @@ def fit(cfg: SeriesConfig, train: Split) -> dict:
         if cfg.alphabet < 2 or cfg.segment < 1:
             raise ConfigError("series.alphabet must be >= 2 and series.segment >= 1")
         state.update(alphabet=cfg.alphabet, segment=cfg.segment,
-                     breakpoints=norm.ppf(np.linspace(0, 1, cfg.alphabet + 1)[1:-1]).tolist())
+                     breakpoints=_normal_ppf(np.linspace(0, 1, cfg.alphabet + 1)[1:-1]).tolist())
         state["tokens"] = [f"[c{c}s{s}]" for c in range(state["channels"]) for s in range(cfg.alphabet)]
     else:
         p = max(1, cfg.patch)
@@ -166,8 +165,8 @@ def extend(state: dict, tokenizer, model, vocabulary: str = "extend", init: str 
         from tokenizers import Tokenizer, models
         from encoderlab.encode import vocab as V
         tok = Tokenizer(models.WordLevel({t: i for i, t in enumerate(V.SPECIALS + tuple(tokens))}, unk_token="[UNK]"))
-        V._template(tok)
-        tokenizer = V._wrap(tok, "series", 512, None)
+        V.add_cls_sep_template(tok)
+        tokenizer = V.wrap(tok, "series", 512, None)
         model.encoder.resize_token_embeddings(len(tokenizer))
         model.encoder.config.pad_token_id = tokenizer.pad_token_id
     else:
@@ -208,3 +207,9 @@ def encode(state: dict, split: Split, tokenizer, max_length: int) -> Encoded:
         ids.append(np.concatenate([[cls], body, [sep]]).astype(np.int64))
     lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
     return Encoded(ids, None, lengths, split.labels, int(at_limit), tokenizer.pad_token_id or 0, feats or None)
+
+
+def _normal_ppf(q: np.ndarray) -> np.ndarray:
+    """Gaussian quantiles (SAX breakpoints); scipy.stats is imported here, not at start-up (~1 s)."""
+    from scipy.stats import norm
+    return norm.ppf(q)

@@ -45,7 +45,7 @@ def train(corpus: Corpus, kind: str, *, vocab_size: int = 0, min_frequency: int 
         if unknown_ids != "unk":
             raise ConfigError("unknown_ids applies to ID vocabularies (kind 'ids') only")
         tok = _subword(corpus, kind, vocab_size or DEFAULT_VOCAB_SIZE, min_frequency, lowercase)
-    return _wrap(tok, kind, max_length, unknown_ids if kind == "ids" else None)
+    return wrap(tok, kind, max_length, unknown_ids if kind == "ids" else None)
 
 
 def save(tokenizer, folder: str | Path) -> Path:
@@ -55,7 +55,8 @@ def save(tokenizer, folder: str | Path) -> Path:
     return folder
 
 
-def _template(tok) -> None:
+def add_cls_sep_template(tok) -> None:
+    """BERT's post-processing: [CLS] A [SEP] (B [SEP]), segment ids 0 / 1."""
     from tokenizers import processors
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
@@ -91,7 +92,7 @@ def _subword(corpus: Corpus, kind: str, vocab_size: int, min_frequency: int, low
         trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS), unk_token="[UNK]",
                                           show_progress=False)
     tok.train_from_iterator(corpus.sentences, trainer, length=len(corpus))
-    _template(tok)
+    add_cls_sep_template(tok)
     return tok
 
 
@@ -121,11 +122,12 @@ def _id_vocab(corpus: Corpus, min_frequency: int, vocab_size: int, unknown_ids: 
     vocab.update({t: i for i, t in enumerate(kept, len(SPECIALS))})
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    _template(tok)
+    add_cls_sep_template(tok)
     return tok
 
 
-def _wrap(tok, kind: str, max_length: int, unknown_ids: str | None):
+def wrap(tok, kind: str, max_length: int, unknown_ids: str | None):
+    """A `tokenizers.Tokenizer` as the Hugging Face fast tokenizer we save (special tokens, our kind)."""
     from transformers import PreTrainedTokenizerFast
     extra = {"unknown_ids": unknown_ids} if unknown_ids else {}
     return PreTrainedTokenizerFast(

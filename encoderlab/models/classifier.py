@@ -145,7 +145,7 @@ def build(cfg: ModelConfig, num_labels: int, *, class_weights=None, label_smooth
           store_root=None, loss_fn=None):
     """Encoder from `cfg.path` (pretrained or fresh), with a new head. Returns (model, tokenizer, folder)."""
     folder, config, tokenizer = prepare(cfg, store_root)
-    encoder = _encoder(folder, config, pretrained=cfg.init == "pretrained")
+    encoder = load_encoder(folder, config, pretrained=cfg.init == "pretrained")
     if len(tokenizer) > encoder.get_input_embeddings().num_embeddings:
         encoder.resize_token_embeddings(len(tokenizer))
     pooling = cfg.head.pooling if cfg.head.pooling != "auto" else default_pooling(folder)
@@ -153,7 +153,8 @@ def build(cfg: ModelConfig, num_labels: int, *, class_weights=None, label_smooth
     return model, tokenizer, folder
 
 
-def _encoder(folder: Path, config, pretrained: bool) -> nn.Module:
+def load_encoder(folder: Path, config, pretrained: bool) -> nn.Module:
+    """The bare encoder (AutoModel) of a model folder: its weights, or random init from `config`."""
     # BERT-style poolers (dense+tanh on [CLS]) are unused: we pool and classify in our own head
     kw = {"add_pooling_layer": False} if config.model_type in ("bert", "roberta", "xlm-roberta", "camembert") else {}
     verbosity = hf_logging.get_verbosity()
@@ -196,7 +197,7 @@ def load(folder: Path) -> tuple[Classifier, object, dict]:
         from encoderlab.errors import StoreError
         raise StoreError(f"{folder} holds no classification model (a ranking model has scorers, not a class "
                          "head); rank with `encoderlab rank FILE`")
-    encoder = _encoder(folder, AutoConfig.from_pretrained(folder), pretrained=True)
+    encoder = load_encoder(folder, AutoConfig.from_pretrained(folder), pretrained=True)
     head_cfg = HeadConfig(**meta["head"])
     model = Classifier(encoder, len(meta["labels"]), head_cfg, meta["pooling"])
     model.head.load_state_dict(load_file(str(folder / "head.safetensors")))

@@ -124,7 +124,7 @@ class BiEncoder(nn.Module):
 def build(mc: ModelConfig, rc: RankingConfig, store_root=None, markers: bool | None = None):
     """(model, tokenizer, folder) for `rc.mode` cross / bi / zero-shot (an untrained bi-encoder)."""
     folder, config, tokenizer = classifier.prepare(mc, store_root)
-    encoder = classifier._encoder(folder, config, pretrained=mc.init == "pretrained")
+    encoder = classifier.load_encoder(folder, config, pretrained=mc.init == "pretrained")
     if rc.markers if markers is None else markers:
         add_markers(tokenizer, encoder)
     pooling = mc.head.pooling if mc.head.pooling != "auto" else classifier.default_pooling(folder)
@@ -167,11 +167,11 @@ def load_biencoder(folder: Path, rc: RankingConfig) -> tuple[BiEncoder, object]:
     meta = json.loads((folder / "encoderlab.json").read_text())
     if meta.get("mode") != "bi":
         raise ValueError(f"{folder} holds a {meta.get('mode')} model, not a bi-encoder")
-    enc = classifier._encoder(folder, AutoConfig.from_pretrained(folder), pretrained=True)
+    enc = classifier.load_encoder(folder, AutoConfig.from_pretrained(folder), pretrained=True)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = BiEncoder(enc, meta["pooling"], rc, _marker_ids(tokenizer, rc))
     if (folder / "candidate_encoder").exists():
         sub = folder / "candidate_encoder"
-        model.cand_encoder = classifier._encoder(sub, AutoConfig.from_pretrained(sub), pretrained=True)
+        model.cand_encoder = classifier.load_encoder(sub, AutoConfig.from_pretrained(sub), pretrained=True)
     model.eval()
     return model, tokenizer

@@ -85,8 +85,13 @@ class Run:
 
 
 class RunStore:
-    def __init__(self, root: str | os.PathLike = "runs"):
+    """`indexed=False`: a worker's view that writes run folders only and leaves the index to one
+    writer (the search coordinator / the sweep driver), which calls `reindex` on what it hands back:
+    SQLite's WAL must not be shared by processes on several hosts of a network filesystem."""
+
+    def __init__(self, root: str | os.PathLike = "runs", indexed: bool = True):
         self.root = Path(root)
+        self.indexed = indexed
         self._con: sqlite3.Connection | None = None
 
     @property
@@ -123,7 +128,8 @@ class RunStore:
         """The one lifecycle of a run while a recipe works on it. Ctrl-C or `kill` (a
         KeyboardInterrupt) marks it interrupted, naming the step reached (`state["step"]`) and, for
         kinds that restart rather than resume, `restarts`; any other error marks it failed with the
-        error (an error's `run_message` when it has one). Both re-raise. Completion is the recipe's
+        error (an error's `run_message` when it has one; an error with `run_status` ends it with
+        that status instead, e.g. `pruned`). Both re-raise. Completion is the recipe's
         last act (`run.update(status="completed", ...)`), inside the block."""
         try:
             yield run
@@ -132,10 +138,15 @@ class RunStore:
             run.update(status="interrupted", message=where + (f" ({restarts})" if restarts else ""))
             raise
         except BaseException as e:
-            run.update(status="failed", message=(getattr(e, "run_message", None) or f"{type(e).__name__}: {e}")[:500])
+            # an error may name another end than failed: a search's pruner stops a run as `pruned`
+            status = getattr(e, "run_status", "failed")
+            run.update(status=status, message=(getattr(e, "run_message", None) or f"{type(e).__name__}: {e}")[:500],
+                       **({"finished": now()} if status != "failed" else {}))
             raise
 
     def _index_run(self, info: dict) -> None:
+        if not self.indexed:
+            return
         self.con.execute("BEGIN IMMEDIATE")
         try:
             index.upsert_run(self.con, info)
@@ -145,10 +156,28 @@ class RunStore:
             raise
 
     def _index_metrics(self, run_id: str, event: dict) -> None:
+        if not self.indexed:
+            return
         self.con.execute("BEGIN IMMEDIATE")
         try:
             index.add_metrics(self.con, run_id, event.get("step"), event.get("epoch"),
                               event["split"], event.get("metrics", {}))
+            self.con.execute("COMMIT")
+        except Exception:
+            self.con.execute("ROLLBACK")
+            raise
+
+    def reindex(self, run_id: str) -> None:
+        """Re-read one run folder into the index (its row and all its metrics)."""
+        run = Run(self, self.root / run_id)
+        info, events = run.info, run.events()
+        self.con.execute("BEGIN IMMEDIATE")
+        try:
+            self.con.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
+            index.upsert_run(self.con, info)
+            for ev in events:
+                index.add_metrics(self.con, run_id, ev.get("step"), ev.get("epoch"),
+                                  ev["split"], ev.get("metrics", {}))
             self.con.execute("COMMIT")
         except Exception:
             self.con.execute("ROLLBACK")

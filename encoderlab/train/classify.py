@@ -90,7 +90,8 @@ def data_summary(s: Setup) -> dict:
                                "std": float(y.std())}
         out["target_range"] = {k: [float(getattr(d, k).labels.min()), float(getattr(d, k).labels.max())]
                                for k in ("validation", "test")}
-        out["outside_train_range"] = {k: float(np.mean((getattr(d, k).labels < y.min()) | (getattr(d, k).labels > y.max())))
+        out["outside_train_range"] = {k: float(np.mean((getattr(d, k).labels < y.min())
+                                                       | (getattr(d, k).labels > y.max())))
                                       for k in ("validation", "test")}
     if s.task.kind == "multilabel":
         out["train_label_share"] = {n: float(v) for n, v in zip(d.label_names, d.train.labels.mean(0))}

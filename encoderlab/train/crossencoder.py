@@ -93,7 +93,8 @@ def score(model: RM.CrossEncoder, tok, view: View, device, precision: str, pairs
         idx = [i for i in idx if view.lists[i]]
         if not idx:
             continue
-        batch = pair_batch(tok, [view.ctx.ids[i] for i in idx], [[view.cand.ids[c] for c in view.lists[i]] for i in idx])
+        batch = pair_batch(tok, [view.ctx.ids[i] for i in idx],
+                           [[view.cand.ids[c] for c in view.lists[i]] for i in idx])
         pairs.append([(i, c) for i in idx for c in view.lists[i]])
         with autocast(device, precision):
             logits = model(**{k: v.to(device) for k, v in batch.items()})["logits"].float().cpu().numpy()
@@ -203,7 +204,8 @@ def _finish(run: Run, model, tok, views, cfg, device, emit, state, summary, know
               "metrics": flat_metrics(scores, {**extra, "eval_seconds": time.perf_counter() - t0}),
               "detail": {"per_domain": scores["per_domain"]}})
         if split == "test":
-            summary = {**run.info.get("data", summary), "budget_test": stats_for_view(views["test"], pairs, cfg.ranking)}
+            summary = {**run.info.get("data", summary),
+                       "budget_test": stats_for_view(views["test"], pairs, cfg.ranking)}
     RM.save(model, tok, run.dir / "model", {"mode": "cross", "ranking": C.to_dict(cfg.ranking)})
     run.update(status="completed", finished=now(), test_accuracy=results["test"]["accuracy"], data=summary,
                message="")

@@ -63,6 +63,15 @@ def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
     else:
         run = resume
         state = reopen(run, s.model, opt, sched, state)
+    compiled, why = machine.compile_choice(tc.compile, total - state["step"], s.device, world.size)
+    if compiled:
+        from torch import _dynamo
+        # a graph that fails to compile (no working C++ toolchain, an unsupported op) runs eagerly
+        # instead of failing the run
+        _dynamo.config.suppress_errors = True
+        net = torch.compile(net, dynamic=True)   # bucketed batches vary in length: one dynamic graph
+    if world.lead:
+        run.update(compiled=compiled, compile_reason=why)
     track = tracking.Trackers(cfg, run, store.root) if cfg.tracking and world.lead else None
     emit = emitter(run, callback, track)
     ckpt_dir = run.dir / "checkpoints" if world.lead else None

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 from encoderlab import config as C
+from encoderlab.cli.common import add_verb, console, print_rows
 
 
 def cmd_baselines(args):
     from encoderlab import baselines
-    from encoderlab.cli import console, print_rows
     cfg = C.load(args.file, args.overrides)
     rows = baselines.run(cfg, tuple(args.methods.split(",")))
     if args.json:
@@ -19,8 +19,8 @@ def cmd_baselines(args):
                       ("seconds", "fit s"), ("skipped", "skipped")], title=f"baselines: {cfg.data.source}")
 
 
-def add_verbs(sub, _cmd) -> None:
-    p = _cmd(sub, "baselines", cmd_baselines,
+def add_verbs(sub) -> None:
+    p = add_verb(sub, "baselines", cmd_baselines,
              "non-transformer baselines (majority, logistic regression, ROCKET) on the experiment's "
              "sequence data and splits, to set beside the encoder's accuracy",
              "encoderlab baselines examples/series-basic-motions.toml")

@@ -7,43 +7,15 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from encoderlab import config as C
-from encoderlab.analysis import render as R
-from encoderlab.cli import _store, console, print_findings
-
-
-def select(args, status="completed"):
-    from encoderlab.analysis import select as SEL
-    from encoderlab.errors import StoreError
-    runs = SEL.select(_store(args), group=args.group, ids=args.runs or None, name=args.name,
-                      status=args.status or status)
-    for cond in getattr(args, "where", None) or []:
-        key, value = C.parse_override(cond)
-        runs = SEL.split_by(runs, key, [value])[0] if runs else runs
-    if not runs:
-        raise StoreError("no runs match; see `encoderlab runs` (only completed runs are compared "
-                         "unless --status any)")
-    return runs
-
-
-def emit(table, fmt):
-    """A Table: rich table for people, markdown/csv/json for machines; then its notes."""
-    R.emit(table, fmt, console)
-    if fmt in ("table", "markdown"):
-        if getattr(table, "fixed", None):
-            from encoderlab.analysis.configs import fixed_rows
-            rows = fixed_rows(table.fixed)
-            if rows:
-                console.print("same in all: " + ", ".join(f"{r['key']}={r['value']}" for r in rows), markup=False)
-        for w in getattr(table, "warnings", []):
-            console.print(f"[yellow]note:[/] {escape(w)}")
+from encoderlab.cli.common import (add_verb, console, emit, format_flag, open_store, print_findings, print_rows,
+                                   select_runs, selection_flags)
 
 
 def cmd_compare(args):
     from encoderlab.analysis import compare as CMP
     from encoderlab.analysis.paired import paired
     from encoderlab.analysis.select import split_by
-    runs = select(args)
+    runs = select_runs(args)
     if not args.metric:     # the runs' own checkpoint metric: accuracy, micro_f1 (multilabel), spearman (regression)
         from encoderlab.tasks import metric_for_runs
         args.metric = metric_for_runs(runs)
@@ -70,13 +42,19 @@ def cmd_compare(args):
     elif args.by_dataset:
         table = CMP.dataset_table(runs, metric=args.metric, split=args.split)
     else:
-        table = CMP.config_table(runs, metric=args.metric)
+        from encoderlab.analysis import multi, select as SEL
+        emit(CMP.config_table(runs, metric=args.metric), args.format)
+        pruned = [] if args.status else SEL.select(open_store(args), group=args.group, ids=args.runs or None,
+                                                   name=args.name, status="pruned")
+        for table in multi.extra_tables(runs, pruned, args.metric, args.split, args.detect):
+            emit(table, args.format)
+        return
     emit(table, args.format)
 
 
 def cmd_diagnose(args):
     from encoderlab.analysis import diagnose
-    runs = select(args, status="any")
+    runs = select_runs(args, status="any")
     if args.format == "json":
         out = {r.id: [f.to_dict() for f in diagnose.load_or_compute(r)] for r in runs}
         out["(group)"] = [f.to_dict() for f in diagnose.diagnose_group(runs)]
@@ -89,7 +67,7 @@ def cmd_diagnose(args):
         if len(runs) > 1:
             rows += [{"run": "(group)", **f.to_dict()} for f in diagnose.diagnose_group(runs)
                      if args.all or f.severity != "info"]
-        R.emit(R.Table(rows, FINDING_COLUMNS, title="diagnostics"), args.format, console)
+        print_rows(rows, FINDING_COLUMNS, args.format, title="diagnostics")
         return
     for run in runs:
         console.rule(f"{run.id} ({run.status})")
@@ -101,7 +79,7 @@ def cmd_diagnose(args):
 
 def cmd_report(args):
     from encoderlab.analysis import report as REP
-    runs = select(args, status="any")
+    runs = select_runs(args, status="any")
     out = Path(args.output)
     title = args.title or (f"encoderlab report: {args.group}" if args.group else "encoderlab report")
     if out.suffix.lower() in (".md", ".markdown"):
@@ -111,16 +89,9 @@ def cmd_report(args):
     console.print(f"wrote {out} ({len(runs)} runs)")
 
 
-def selection_flags(p):
-    p.add_argument("runs", nargs="*", help="run ids (or unique prefixes/suffixes); default: all matching")
-    p.add_argument("--group", help="runs of this group (pattern, * wildcard), e.g. a sweep")
-    p.add_argument("--name", help="runs whose name matches (pattern, * wildcard)")
-    p.add_argument("--status", help="only runs with this status (default: completed; 'any' for all)")
-    p.add_argument("--where", action="append", metavar="KEY=VALUE",
-                   help="only runs whose config has KEY=VALUE (repeatable), e.g. --where train.lr=1e-3")
 
-def add_verbs(sub, _cmd) -> None:
-    p = _cmd(sub, "compare", cmd_compare,
+def add_verbs(sub) -> None:
+    p = add_verb(sub, "compare", cmd_compare,
              "compare runs: mean ± std per configuration, datasets, epochs, checkpoints, paired tests",
              "encoderlab compare --group pre-vs-npre --paired model.init pretrained random")
     selection_flags(p)
@@ -133,17 +104,18 @@ def add_verbs(sub, _cmd) -> None:
     p.add_argument("--checkpoints", action="store_true", help="metrics at each saved checkpoint, per run")
     p.add_argument("--paired", nargs=3, metavar=("KEY", "A", "B"),
                    help="paired comparison of KEY=A vs KEY=B over matched seeds/folds")
-    p.add_argument("--format", choices=R.FORMATS, default="table")
+    p.add_argument("--detect", type=float, metavar="DIFF",
+                   help="seeds needed to detect a difference DIFF (e.g. 0.01) from the observed seed spread")
+    format_flag(p, help=None)
 
-    p = _cmd(sub, "diagnose", cmd_diagnose, "name what went wrong in runs (collapse, no learning, LR too "
+    p = add_verb(sub, "diagnose", cmd_diagnose, "name what went wrong in runs (collapse, no learning, LR too "
              "high, overfitting, padding waste, seed variance ...) with evidence and a fix",
              "encoderlab diagnose --group pre-vs-npre")
     selection_flags(p)
     p.add_argument("--all", action="store_true", help="also informational findings")
-    p.add_argument("--format", choices=R.FORMATS, default="table",
-                   help="table/json: findings per run; markdown/csv: one table of all findings")
+    format_flag(p, help="table/json: findings per run; markdown/csv: one table of all findings")
 
-    p = _cmd(sub, "report", cmd_report, "write a self-contained HTML (or Markdown) report of runs",
+    p = add_verb(sub, "report", cmd_report, "write a self-contained HTML (or Markdown) report of runs",
              "encoderlab report --group pre-vs-npre -o report.html")
     selection_flags(p)
     p.add_argument("-o", "--output", required=True, help="report.html, or report.md for Markdown + PNGs")

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from encoderlab.analysis.render import FORMATS
-
-
-def _console():
-    from encoderlab.cli import console, err
-    return console, err
+from encoderlab.analysis import render as R
+from encoderlab.cli.common import add_verb, after_run, console, err, format_flag, interrupted, open_store
 
 
 BENCH_COLUMNS = [("target", "model @ runtime"), ("batch_size", "batch"), ("seq_len", "seq len"),
@@ -31,11 +27,8 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def cmd_bench(args):
-    from encoderlab.analysis import render as R
-    from encoderlab.cli import _store
     from encoderlab.cost.bench import bench_targets
-    console, _ = _console()
-    store = _store(args)
+    store = open_store(args)
     rows = bench_targets(store, args.targets, batch_sizes=_ints(args.batch_sizes),
                          seq_lens=_ints(args.seq_lens), split=args.split, n_batches=args.batches,
                          rounds=args.rounds, warmup=args.warmup, threads=args.threads,
@@ -60,13 +53,13 @@ def cmd_bench(args):
                       + " ".join(t.split("@")[0] for t in args.targets[:1]))
 
 
-def _print_derived(run, results, console):
-    from encoderlab.analysis import render as R
+def print_derived(run, results) -> None:
+    """A new derived run's scores and, for ONNX, its equivalence with the PyTorch model."""
     from encoderlab.tasks import score_line
     if "accuracy" in results["validation"]:
         console.print(f"[bold]{run.id}[/]  ({run.info.get('runtime')})  validation accuracy "
                       f"{results['validation']['accuracy']:.4f}   test accuracy {results['test']['accuracy']:.4f}")
-    else:
+    else:       # multilabel / regression parents
         console.print(f"[bold]{run.id}[/]  ({run.info.get('runtime')})  validation {score_line(results['validation'])}"
                       f"   test {score_line(results['test'])}", markup=False)
     if "equivalence" in results:
@@ -81,37 +74,29 @@ def _print_derived(run, results, console):
 
 
 def cmd_truncate(args):
-    from encoderlab.cli import _store
     from encoderlab.cost.derive import truncate_run
-    console, _ = _console()
-    store = _store(args)
+    store = open_store(args)
     run, results = truncate_run(store, store.get(args.run), args.layers, args.name or "")
-    _print_derived(run, results, console)
+    print_derived(run, results)
 
 
 def cmd_quantize(args):
-    from encoderlab.cli import _store
     from encoderlab.cost.derive import quantize_run
-    console, _ = _console()
-    store = _store(args)
+    store = open_store(args)
     run, results = quantize_run(store, store.get(args.run), args.name or "")
-    _print_derived(run, results, console)
+    print_derived(run, results)
 
 
 def cmd_export(args):
-    from encoderlab.cli import _store
     from encoderlab.cost.derive import export_run
-    console, _ = _console()
-    store = _store(args)
+    store = open_store(args)
     run, results = export_run(store, store.get(args.run), int8=args.int8, name=args.name or "", opset=args.opset)
-    _print_derived(run, results, console)
+    print_derived(run, results)
 
 
 def cmd_distill(args):
-    from encoderlab.cli import _after_run, _store
     from encoderlab.train.distill import distill, student_config
-    console, err = _console()
-    store = _store(args)
+    store = open_store(args)
     teacher = store.get(args.teacher)
     cfg = student_config(teacher, args.file, args.overrides)
 
@@ -123,17 +108,13 @@ def cmd_distill(args):
     try:
         run = distill(cfg, store, progress=not args.quiet, callback=on_event)
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]; distillation runs restart (they do not resume)")
-        sys.exit(130)
-    _after_run(args, run)
+        interrupted(then="distillation runs restart (they do not resume)")
+    after_run(args, run)
 
 
 def cmd_tradeoff(args):
-    from encoderlab.analysis import render as R
     from encoderlab.analysis import tradeoff as TO
-    from encoderlab.cli import _store
-    console, err = _console()
-    store = _store(args)
+    store = open_store(args)
     teacher = store.get(args.teacher)
     on_disk = set(store.ids())      # an index row whose folder was deleted is no family member
     family = [teacher] + [store.get(i) for i in store.descendants(teacher.id) if i in on_disk]
@@ -148,8 +129,8 @@ def cmd_tradeoff(args):
         print(R.render(rows, TO.COLUMNS, args.format, title=TO.caption(meta)))
 
 
-def add_verbs(sub, _cmd) -> None:
-    p = _cmd(sub, "bench", cmd_bench, "inference latency (p50/p95/mean per batch), throughput, size, "
+def add_verbs(sub) -> None:
+    p = add_verb(sub, "bench", cmd_bench, "inference latency (p50/p95/mean per batch), throughput, size, "
              "parameters and peak memory of runs, measured interleaved in one process; optional training-step "
              "tokens/s; stored in each run's bench.json",
              "encoderlab bench teacher teacher-L2-distill-onnx-int8 --batch-sizes 32 --threads 1\n"
@@ -168,15 +149,15 @@ def add_verbs(sub, _cmd) -> None:
     p.add_argument("--threads", type=int, default=1, help="threads for torch and onnxruntime (default 1)")
     p.add_argument("--train-steps", type=int, default=0, help="also time N training steps of each torch target")
     p.add_argument("--no-save", action="store_true", help="print only; do not write bench.json")
-    p.add_argument("--format", choices=FORMATS, default="table")
+    format_flag(p, help=None)
 
-    p = _cmd(sub, "truncate", cmd_truncate, "new run keeping some encoder layers of a fine-tuned run "
+    p = add_verb(sub, "truncate", cmd_truncate, "new run keeping some encoder layers of a fine-tuned run "
              "(with their weights), scored on validation and test", "encoderlab truncate teacher --layers first:2")
     p.add_argument("run")
     p.add_argument("--layers", required=True, help="first:K | every:N | explicit 0-based list like 0,3,5")
     p.add_argument("--name", help="name of the new run (default <parent>-L<k>)")
 
-    p = _cmd(sub, "distill", cmd_distill, "distill a fine-tuned teacher run into a smaller student run "
+    p = add_verb(sub, "distill", cmd_distill, "distill a fine-tuned teacher run into a smaller student run "
              "(soft KL + hard CE, optional hidden-state / attention matching)",
              "encoderlab distill teacher compress.layers=first:2 train.epochs=6 compress.temperature=2")
     p.add_argument("teacher", help="the fine-tuned run to distill from")
@@ -186,12 +167,12 @@ def add_verbs(sub, _cmd) -> None:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true")
 
-    p = _cmd(sub, "quantize", cmd_quantize, "new run served as PyTorch dynamic int8 (Linear layers)",
+    p = add_verb(sub, "quantize", cmd_quantize, "new run served as PyTorch dynamic int8 (Linear layers)",
              "encoderlab quantize teacher-distill")
     p.add_argument("run")
     p.add_argument("--name")
 
-    p = _cmd(sub, "export", cmd_export, "new run served by ONNX Runtime (dynamic batch/sequence axes; optional "
+    p = add_verb(sub, "export", cmd_export, "new run served by ONNX Runtime (dynamic batch/sequence axes; optional "
              "onnxruntime int8), with an equivalence check vs PyTorch on the test split",
              "encoderlab export teacher-distill --int8")
     p.add_argument("run")
@@ -199,10 +180,10 @@ def add_verbs(sub, _cmd) -> None:
     p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's default)")
     p.add_argument("--name")
 
-    p = _cmd(sub, "tradeoff", cmd_tradeoff, "accuracy vs latency / throughput / size of a teacher and the runs "
+    p = add_verb(sub, "tradeoff", cmd_tradeoff, "accuracy vs latency / throughput / size of a teacher and the runs "
              "derived from it, from the newest bench session (with %% change and Pareto flags)",
              "encoderlab tradeoff teacher --format markdown")
     p.add_argument("teacher")
     p.add_argument("--session", help="bench session (time stamp) to read; default the newest")
     p.add_argument("--batch-size", type=int, help="setting to show when the session measured several")
-    p.add_argument("--format", choices=FORMATS, default="table")
+    format_flag(p, help=None)

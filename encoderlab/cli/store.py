@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
+from encoderlab.cli.common import add_verb, console, open_store, print_rows
+
 
 def cmd_rebuild(args):
     """`store rebuild` (and its older name `reindex`): the index recreated from the run folders."""
-    from encoderlab.cli import _store, console
-    n = _store(args).rebuild()
+    n = open_store(args).rebuild()
     console.print(f"rebuilt the index of {args.store} from {n} run folders")
 
 
 def cmd_store(args):
-    from encoderlab.cli import _store, console, print_rows
     from encoderlab.store import check as K
-    store = _store(args)
-    if args.action in ("du", "gc"):
-        return _space(args, store)
+    store = open_store(args)
+    if args.action == "gc":
+        return collect_garbage(args, store)
+    if args.action == "du":
+        return disk_usage(args, store)
     if args.action == "rebuild":
         return cmd_rebuild(args)
-    store = _store(args)
     report = K.check(store)
     if args.fix:
         K.fix(store, report)
@@ -42,24 +43,27 @@ def _mb(n: int) -> float:
     return round(n / 1e6, 1)
 
 
-def _space(args, store):
-    from encoderlab.cli import console, print_rows
+def collect_garbage(args, store) -> None:
+    """`store gc`: what completed runs no longer need (checkpoints, optimizer state); deleted with --apply."""
     from encoderlab.store import space
-    if args.action == "gc":
-        rows = space.gc(store, apply=args.apply)
-        freed = sum(u.reclaimable for u in rows)
-        if rows:
-            print_rows([{"run": u.run, "group": u.group, "size_mb": _mb(u.total), "reclaim_mb": _mb(u.reclaimable),
-                         "what": ", ".join(sorted({"checkpoints/" if p.name == "checkpoints" else "optimizer state"
-                                                   for p in u.paths}))} for u in rows],
-                       [("run", "run"), ("group", "group"), ("size_mb", "size MB"), ("reclaim_mb", "reclaim MB"),
-                        ("what", "what")], args.format,
-                       title=f"store gc: {args.store}" + ("" if args.apply else " (dry run)"))
-        if args.format == "table":
-            verb = "freed" if args.apply else "would free"
-            console.print(f"{'' if args.apply else 'dry run: '}{len(rows)} completed run(s): {verb} {_mb(freed):,.1f} MB"
-                          + ("" if args.apply or not rows else "; delete with: encoderlab store gc --apply"))
-        return
+    rows = space.gc(store, apply=args.apply)
+    freed = sum(u.reclaimable for u in rows)
+    if rows:
+        print_rows([{"run": u.run, "group": u.group, "size_mb": _mb(u.total), "reclaim_mb": _mb(u.reclaimable),
+                     "what": ", ".join(sorted({"checkpoints/" if p.name == "checkpoints" else "optimizer state"
+                                               for p in u.paths}))} for u in rows],
+                   [("run", "run"), ("group", "group"), ("size_mb", "size MB", 1), ("reclaim_mb", "reclaim MB", 1),
+                    ("what", "what")], args.format,
+                   title=f"store gc: {args.store}" + ("" if args.apply else " (dry run)"))
+    if args.format == "table":
+        verb = "freed" if args.apply else "would free"
+        console.print(f"{'' if args.apply else 'dry run: '}{len(rows)} completed run(s): {verb} {_mb(freed):,.1f} MB"
+                      + ("" if args.apply or not rows else "; delete with: encoderlab store gc --apply"))
+
+
+def disk_usage(args, store) -> None:
+    """`store du`: the space per run, or per group with --by group."""
+    from encoderlab.store import space
     rows = space.usage(store)
     if args.by == "group":
         groups: dict[str, dict] = {}
@@ -71,14 +75,16 @@ def _space(args, store):
             g["checkpoints_mb"] += _mb(u.checkpoints)
             g["reclaim_mb"] += _mb(u.reclaimable)
         out = sorted(groups.values(), key=lambda g: -g["size_mb"])
-        cols = [("group", "group"), ("runs", "runs"), ("size_mb", "size MB"), ("checkpoints_mb", "checkpoints MB"),
-                ("reclaim_mb", "reclaimable MB")]
+        cols = [("group", "group"), ("runs", "runs"), ("size_mb", "size MB", 1),
+                ("checkpoints_mb", "checkpoints MB", 1),
+                ("reclaim_mb", "reclaimable MB", 1)]
     else:
         out = [{"run": u.run, "group": u.group, "status": u.status, "size_mb": _mb(u.total),
                 "model_mb": _mb(u.model), "checkpoints_mb": _mb(u.checkpoints), "reclaim_mb": _mb(u.reclaimable)}
                for u in rows]
-        cols = [("run", "run"), ("group", "group"), ("status", "status"), ("size_mb", "size MB"),
-                ("model_mb", "model MB"), ("checkpoints_mb", "checkpoints MB"), ("reclaim_mb", "reclaimable MB")]
+        cols = [("run", "run"), ("group", "group"), ("status", "status"), ("size_mb", "size MB", 1),
+                ("model_mb", "model MB", 1), ("checkpoints_mb", "checkpoints MB", 1),
+                ("reclaim_mb", "reclaimable MB", 1)]
     print_rows(out, cols, args.format, title=f"store du: {args.store}")
     if args.format == "table":
         total, reclaim = sum(u.total for u in rows), sum(u.reclaimable for u in rows)
@@ -86,8 +92,8 @@ def _space(args, store):
                       f"{_mb(reclaim):,.1f} MB (encoderlab store gc)")
 
 
-def add_verbs(sub, _cmd) -> None:
-    p = _cmd(sub, "store", cmd_store,
+def add_verbs(sub) -> None:
+    p = add_verb(sub, "store", cmd_store,
              "check the run store (index vs run folders, partial runs, unreadable checkpoints, leftovers "
              "of interrupted writes) and repair what is safe; rebuild the index from the folders; show the "
              "space per run or group (du); reclaim what completed runs no longer need (gc: dry run unless --apply)",
@@ -97,11 +103,11 @@ def add_verbs(sub, _cmd) -> None:
     p.add_argument("action", choices=("check", "rebuild", "du", "gc"))
     p.add_argument("--by", choices=("run", "group"), default="run", help="du: one row per run or per group")
     p.add_argument("--apply", action="store_true",
-                   help="gc: really delete (default: only list what would be freed); running, interrupted "
-                        "and failed runs are never touched")
+                   help="gc: really delete (default: only list what would be freed); running, interrupted, "
+                        "failed and pruned runs are never touched")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="du / gc output")
     p.add_argument("--fix", action="store_true",
                    help="check: delete temp leftovers of dead writers, drop torn metric lines, re-index; "
                         "never touches partial runs or corrupt checkpoints")
-    _cmd(sub, "reindex", cmd_rebuild, "rebuild index.sqlite from the run folders (the same as `store rebuild`)",
+    add_verb(sub, "reindex", cmd_rebuild, "rebuild index.sqlite from the run folders (the same as `store rebuild`)",
          "encoderlab reindex")

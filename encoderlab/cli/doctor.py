@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
+from encoderlab.cli.common import add_verb, console
+
 
 def cmd_doctor(args):
     from encoderlab import machine
-    from encoderlab.cli import console
     rep = machine.report(args.store, refresh=args.refresh)
     if args.json:
         print(json.dumps(rep, indent=2))
@@ -34,8 +35,8 @@ def cmd_doctor(args):
         console.print(f"[bold]{key:<9}[/] {text}", markup=True, highlight=False, soft_wrap=True)
 
 
-def add_verbs(sub, _cmd) -> None:
-    p = _cmd(sub, "doctor", cmd_doctor,
+def add_verbs(sub) -> None:
+    p = add_verb(sub, "doctor", cmd_doctor,
              "show the machine as encoderlab sees it: CPU kind, cores, measured fp32/bf16 matmul speed, the "
              "precision and threads runs will use, CUDA, library versions, the store and its free disk",
              "encoderlab doctor\n  encoderlab doctor --json > machine.json")

@@ -7,15 +7,13 @@ from __future__ import annotations
 import json
 
 from encoderlab import config as C
-from encoderlab.analysis.render import FORMATS
+from encoderlab.cli import scale
+from encoderlab.cli.common import (add_verb, console, emit, experiment_flags, format_flag, open_store,
+                                   print_findings, print_rows, print_run_summary, show_header)
 
 
-def _store(args):
-    from encoderlab.store.runs import RunStore
-    return RunStore(args.store)
-
-
-def _print_result(run, fmt_json: bool) -> None:
+def print_result(run, fmt_json: bool) -> None:
+    """A ranking run's test scores on one line, then one line per domain."""
     from encoderlab.analysis.tables import final_scores
     test = final_scores(run).get("test", {})
     if fmt_json:
@@ -29,11 +27,9 @@ def _print_result(run, fmt_json: bool) -> None:
                                                                               "recall@64") if k in s))
 
 
-
 def show(run, args) -> None:
     """`encoderlab show` of a ranking run: data, per-evaluation history, test per domain, diagnostics."""
     from encoderlab.analysis import diagnose
-    from encoderlab.cli import console, print_findings, print_rows, print_run_summary, show_header
     if args.format == "json":
         print_run_summary(run, "json")
         return
@@ -66,7 +62,7 @@ def show(run, args) -> None:
     print_rows(rows, [("split", "split"), ("step", "step"), ("epoch", "epoch"), ("loss", "train loss"),
                       ("accuracy", "acc@1"), ("mrr", "MRR"), ("recall@8", "recall@8")], args.format)
     console.rule("test")
-    _print_result(run, args.format == "json")
+    print_result(run, args.format == "json")
     console.rule("diagnostics")
     print_findings(diagnose.load_or_compute(run), show_info=True)
 
@@ -76,38 +72,36 @@ def cmd_rank(args):
     plan (skip completed, start the rest) on the local or the Ray backend."""
     from encoderlab import sweep as S
     from encoderlab.kinds import recipe
-    store = _store(args)
+    store = open_store(args)
     if not C.load_raw(args.file).get("sweep"):
         run = recipe("ranking")(C.load(args.file, args.overrides), store, progress=not args.quiet)
-        _print_result(run, args.json)
+        print_result(run, args.json)
         return
     points = S.expand(args.file, args.overrides)
-    if getattr(args, "backend", "local") == "ray":
-        from encoderlab.cli_scale import ray_sweep
-        runs = ray_sweep(args, points, "ranking", "rank")
+    if args.backend == "ray":
+        runs = scale.ray_sweep(args, points, "ranking", "rank")
     else:
         def on_point(i, n, point, action):
             what = {"skip": "skip (done)", "busy": "running elsewhere, skipping"}.get(action, "run")
             print(f"[{i + 1}/{n}] {point.label}: {what}", flush=True)
         runs = S.run_sweep(points, store, kind="ranking", progress=not args.quiet, on_point=on_point)
     for run in runs:
-        _print_result(run, args.json)
+        print_result(run, args.json)
 
 
 def cmd_rank_table(args):
     from encoderlab.analysis import ranking as AR
     from encoderlab.analysis.select import select
-    from encoderlab.cli_analysis import emit as _emit
-    runs = select(_store(args), group=args.group, ids=args.runs or None, name=args.name)
+    runs = select(open_store(args), group=args.group, ids=args.runs or None, name=args.name)
     if not runs:
         from encoderlab.errors import StoreError
         raise StoreError("no completed runs match; see `encoderlab runs`")
     if args.budgets:
-        _emit(AR.budget_table(runs), args.format)
+        emit(AR.budget_table(runs), args.format)
     elif args.e2e:
-        _emit(AR.e2e_table(runs), args.format)
+        emit(AR.e2e_table(runs), args.format)
     else:
-        _emit(AR.domain_table(runs, args.metric, args.split), args.format)
+        emit(AR.domain_table(runs, args.metric, args.split), args.format)
     if args.figure:
         modes = {r.id: r.config().ranking.mode for r in runs}
         out = AR.e2e_figure([r for r in runs if modes[r.id] in ("bi", "zero-shot")],
@@ -116,7 +110,6 @@ def cmd_rank_table(args):
 
 
 def cmd_rank_budgets(args):
-    from encoderlab.cli import print_rows
     from encoderlab.errors import ConfigError
     from encoderlab.train.ranking import budget_report
     try:
@@ -131,14 +124,15 @@ def cmd_rank_budgets(args):
                args.format, title=f"segment budgets on {args.split} (no training)")
 
 
-def add_verbs(sub, _cmd) -> None:
-    from encoderlab.cli import _experiment_flags    # cli calls this while building its parser
-    p = _cmd(sub, "rank", cmd_rank, "train and evaluate a ranking run (cross-encoder, bi-encoder or a "
+def add_verbs(sub) -> None:
+    p = add_verb(sub, "rank", cmd_rank, "train and evaluate a ranking run (cross-encoder, bi-encoder or a "
              "baseline, per ranking.mode); with a [sweep] table, every point not yet done",
-             "encoderlab rank examples/senses-cross.toml ranking.loss=am-softmax train.threads=1")
-    _experiment_flags(p, "experiment TOML file")
+             "encoderlab rank examples/senses-cross.toml ranking.loss=am-softmax train.threads=1"
+                 + scale.ray_examples("rank"))
+    experiment_flags(p, "experiment TOML file")
+    scale.ray_flags(p)
 
-    p = _cmd(sub, "rank-table", cmd_rank_table, "per-domain and mean-over-domains ranking table of stored "
+    p = add_verb(sub, "rank-table", cmd_rank_table, "per-domain and mean-over-domains ranking table of stored "
              "runs (mean ± std over seeds); --budgets: truncation/padding per budget; --e2e: retrieval x "
              "reranking", "encoderlab rank-table --group senses-study --metric accuracy\n"
              "  encoderlab rank-table --group linking --e2e --figure e2e.png")
@@ -150,13 +144,13 @@ def add_verbs(sub, _cmd) -> None:
     p.add_argument("--budgets", action="store_true", help="segment-budget table (truncation, padding waste)")
     p.add_argument("--e2e", action="store_true", help="entity linking: retrieval recall x reranking accuracy")
     p.add_argument("--figure", help="also write the end-to-end figure (PNG) to this path")
-    p.add_argument("--format", choices=FORMATS, default="table")
+    format_flag(p, help=None)
 
-    p = _cmd(sub, "rank-budgets", cmd_rank_budgets, "truncation rates and padding waste of context/candidate "
+    p = add_verb(sub, "rank-budgets", cmd_rank_budgets, "truncation rates and padding waste of context/candidate "
              "token budgets, without training", "encoderlab rank-budgets examples/senses-cross.toml "
              "--budgets 192/64,128/128,64/192")
     p.add_argument("file", help="experiment TOML file")
     p.add_argument("overrides", nargs="*", help="dotted overrides key=value (TOML values)")
     p.add_argument("--budgets", default="192/64,128/128,64/192", help="context/candidate token budgets")
     p.add_argument("--split", default="train", choices=["train", "validation", "test"])
-    p.add_argument("--format", choices=FORMATS, default="table")
+    format_flag(p, help=None)

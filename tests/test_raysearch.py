@@ -1,0 +1,110 @@
+"""A search on a real two-node Ray cluster (a head and a second node started on this machine
+with separate temp dirs and separate local scratch stores): one index writer, every run handed
+back and indexed, trials on both nodes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ray")
+pytest.importorskip("optuna")
+
+from test_search import write  # noqa: E402
+from encoderlab.store.runs import RunStore  # noqa: E402
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def two_nodes(tmp_path_factory):
+    if not Path(RAY).exists():
+        pytest.skip("the ray CLI is not installed beside this python")
+    # short paths: Ray's unix sockets live under the temp dir (107-character limit)
+    base = Path(os.environ.get("TMPDIR", "/tmp")) / f"rt{os.getpid()}"
+    heads, worker = base / "h", base / "w"
+    scratch = {n: tmp_path_factory.mktemp(f"scratch-{n}") for n in ("head", "node2")}
+    port = _free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    common = ["--num-cpus", "1", "--disable-usage-stats", "--include-dashboard=false"]
+    try:
+        subprocess.run([RAY, "start", "--head", f"--port={port}", f"--temp-dir={heads}", *common],
+                       env={**env, "ENCODERLAB_SCRATCH": str(scratch["head"])}, check=True,
+                       capture_output=True, timeout=60)
+        subprocess.run([RAY, "start", f"--address=127.0.0.1:{port}", f"--temp-dir={worker}", "--num-cpus", "1",
+                        "--disable-usage-stats"],
+                       env={**env, "ENCODERLAB_SCRATCH": str(scratch["node2"])}, check=True,
+                       capture_output=True, timeout=60)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
+        _stop(env, base)
+        pytest.skip(f"could not start a two-node Ray cluster: {getattr(e, 'stderr', b'')[-300:]!r}")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    yield f"127.0.0.1:{port}", scratch
+    import ray
+    if ray.is_initialized():
+        ray.shutdown()
+    _stop(env, base)
+
+
+def _ours(base: Path) -> list[int]:
+    """Pids of the Ray processes of this test's cluster: their command lines name its temp dirs
+    (`ray stop` would stop every Ray cluster of the user on the machine)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and int(proc.name) != os.getpid():
+            try:
+                if str(base) in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                    pids.append(int(proc.name))
+            except OSError:
+                continue
+    return pids
+
+
+def _stop(env, base: Path) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in _ours(base):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + 10
+        while _ours(base) and time.time() < deadline:
+            time.sleep(0.2)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.slow     # ~40 s on an idle 2-core machine (two `ray start`s), minutes when it is busy
+def test_two_node_search_has_one_index_writer(two_nodes, two_class_csv, tmp_path):
+    from encoderlab.scale import raysearch
+    address, scratch = two_nodes
+    path = write(tmp_path, two_class_csv, 'search = "random"\ntrials = 4\npruner = "none"\nseeds = [0, 1]\n'
+                 '"train.lr" = { log_uniform = [1e-4, 1e-2] }')
+    store = RunStore(tmp_path / "runs")
+    results = []
+    handle = raysearch.run_search(path, store, address=address, cpus_per_run=1,
+                                  on_trial=lambda r, p: results.append(r))
+    assert [r["state"] for r in handle.summary()] == ["complete"] * 4
+    assert len({r.node for r in results}) == 2          # trials ran on both nodes
+    ids = sorted(i for r in results for i in r.runs)
+    assert len(ids) == 8 and sorted(row["id"] for row in store.list(group="se")) == ids
+    # the workers wrote folders on their own scratch disks, never an index; all were handed back
+    for folder in scratch.values():
+        assert not list(folder.rglob("index.sqlite*")) and not list(folder.rglob("run.json"))
+    assert not list((tmp_path / "runs").glob(".unpack-*"))
+    rows = {r["id"]: r["steps_done"] for r in store.list(group="se")}
+    assert store.rebuild() == 8 and {r["id"]: r["steps_done"] for r in store.list(group="se")} == rows
+    store.close()

@@ -273,3 +273,13 @@ def metric_for_runs(runs) -> str:
     one task family, else accuracy."""
     fams = {family((r if isinstance(r, dict) else r.info).get("task") or "") for r in runs}
     return DEFAULT_METRIC[fams.pop()] if len(fams) == 1 else "accuracy"
+
+
+def metric_of(cfg) -> str:
+    """The metric a run of `cfg` picks its best checkpoint by: train.metric, "auto" resolved for the
+    task (a builtin dataset's task counts when data.task is auto)."""
+    task = cfg.data.task
+    if task == "auto" and cfg.data.source.startswith("builtin:"):
+        from encoderlab.data import builtin
+        task = builtin.get(cfg.data.source.removeprefix("builtin:")).task
+    return resolve_metric(cfg.train.metric, task)

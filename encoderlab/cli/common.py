@@ -161,44 +161,20 @@ def print_findings(findings, show_info: bool = False) -> None:
             console.print(f"    fix: {escape(f.fix)}")
 
 
-def _task_history(run) -> list[dict]:
-    """One row per evaluation: train loss (and running score) since the previous one, the task's
-    validation metrics."""
-    rows: dict[int, dict] = {}
-    for ev in run.events():
-        split, m = ev["split"], ev.get("metrics", {})
-        if split not in ("train", "validation"):
-            continue
-        row = rows.setdefault(ev["step"], {"epoch": ev["epoch"], "step": ev["step"]})
-        if split == "train":
-            row.update(train_loss=m.get("loss"), seconds=m.get("seconds"))
-        else:
-            row.update(epoch=ev["epoch"], **{f"val_{k}": v for k, v in m.items()})
-    return sorted(rows.values(), key=lambda r: r["step"])
-
-
-def task_final(run) -> dict[str, dict]:
-    out = {}
-    for ev in run.events():
-        if ev["split"] in ("test", "final_validation"):
-            out[ev["split"]] = {**ev.get("metrics", {}), **ev.get("detail", {})}
-    return out
-
-
 def print_task_summary(run, fmt: str = "table") -> None:
     """A multilabel / regression run's history with the task's metrics, final scores beside the task's
     baseline, the tuned thresholds or the prediction spread."""
     from encoderlab import tasks as T
+    from encoderlab.analysis.tables import epoch_table, final_scores
     info = run.info
     kind = T.family(info.get("task", ""))
-    rows, final = _task_history(run), task_final(run)
+    rows, final = epoch_table(run), final_scores(run)
     if fmt == "json":
         print(json.dumps({"run": {**info, "status": run.status}, "epochs": rows, "final": final}, indent=2,
                          default=str))
         return
-    keys = [k for k in T.EVENT_METRICS[kind]]
     cols = [("epoch", "epoch"), ("step", "step"), ("train_loss", "train loss")] + \
-        [(f"val_{k}", f"val {T.SHORT.get(k, k)}") for k in keys]
+        [(f"val_{k}", f"val {T.SHORT.get(k, k)}") for k in T.EVENT_METRICS[kind]]
     print_rows(rows, cols, fmt, title=f"run {run.id}")
     base = (info.get("data") or {}).get("baseline") or {}
     for split, name in (("final_validation", "validation"), ("test", "test")):

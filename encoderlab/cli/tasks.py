@@ -4,7 +4,7 @@ per-label scores."""
 
 from __future__ import annotations
 
-from encoderlab.cli.common import console, print_findings, print_rows, print_task_summary, show_header, task_final
+from encoderlab.cli.common import console, print_findings, print_rows, print_task_summary, show_header
 
 
 def show(run, args) -> None:
@@ -28,7 +28,8 @@ def show(run, args) -> None:
     console.rule("diagnostics")
     print_findings(diagnose.load_or_compute(run), show_info=True)
     if getattr(args, "per_class", False) and run.info.get("task") == "multilabel":
-        test = task_final(run).get("test")
+        from encoderlab.analysis.tables import final_scores
+        test = final_scores(run).get("test")
         if test and test.get("per_label"):
             rows = [{"label": k, **v} for k, v in test["per_label"].items()]
             print_rows(rows, [("label", "label"), ("precision", "precision"), ("recall", "recall"), ("f1", "F1"),

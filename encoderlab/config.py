@@ -46,12 +46,18 @@ class DataConfig:
     test: str = opt("", "test file; empty = split off `test_fraction` of source")
     format: str = opt("auto", "file format; auto = from the extension",
                       ("auto", "csv", "tsv", "jsonl", "parquet"))
-    task: str = opt("auto", "single text, text pair, or numeric sequence (time series / image, see "
-                    "[series]); auto = pair when `text_pair` is set", ("auto", "single", "pair", "sequence"))
+    task: str = opt("auto", "single text, text pair, numeric sequence (time series / image, see [series]), "
+                    "multilabel (a set of labels per example; single text or pair) or regression (a number "
+                    "per example; single text or pair); auto = pair when `text_pair` is set",
+                    ("auto", "single", "pair", "sequence", "multilabel", "regression"))
     text: str = opt("text", "column holding the (first) text")
     text_pair: str = opt("", "column holding the second text of a pair; empty for single text")
     label: str = opt("label", "column holding the class label")
     labels: tuple[str, ...] = opt((), "explicit label order; empty = sorted labels seen in train")
+    label_sep: str = opt("|", "multilabel: separator of the labels in a string label column (a list column, "
+                         "jsonl/parquet, needs none)", late=True)
+    label_columns: tuple[str, ...] = opt((), "multilabel: one 0/1 column per label (their names are the "
+                                         "labels) instead of one label column", late=True)
     validation_fraction: float = opt(0.1, "share of source held out for validation when no file")
     test_fraction: float = opt(0.1, "share of source held out for test when no file")
     split_seed: int = opt(0, "seed of the stratified split (independent of train.seed)")
@@ -128,7 +134,13 @@ class TrainConfig:
     threads: int = opt(0, "torch CPU threads (0 = the cores available to the process: affinity, cgroup quota)")
     bucket: bool = opt(True, "group examples of similar length into batches (less padding); ranking runs keep "
                             "random batches (in-batch negatives, K pairs per context)")
-    class_weights: str = opt("none", "cross-entropy class weights", ("none", "balanced"))
+    class_weights: str = opt("none", "cross-entropy class weights; multilabel: balanced = BCE pos_weight "
+                             "(negatives / positives of each label in train, at most 10)", ("none", "balanced"))
+    regression_loss: str = opt("mse", "regression: squared error, or Huber (delta 1 on the standardised "
+                               "scale: less pull from outliers)", ("mse", "huber"), late=True)
+    standardize_targets: bool = opt(True, "regression: train on (y - train mean) / train std; the mean and "
+                                    "std are stored with the model and predictions are on the original scale",
+                                    late=True)
     label_smoothing: float = opt(0.0, "cross-entropy label smoothing")
     freeze_embeddings: bool = opt(False, "keep the embedding layer fixed")
     freeze_layers: int = opt(0, "keep the lowest N encoder layers fixed")
@@ -140,8 +152,9 @@ class TrainConfig:
                                        "metrics and predictions only", late=True)
     keep_optimizer: bool = opt(False, "keep the checkpoints' optimizer/scheduler state once the run completes "
                                "(it only serves resuming; twice the model's size per checkpoint)", late=True)
-    metric: str = opt("accuracy", "validation metric that picks the best checkpoint",
-                      ("accuracy", "macro_f1", "loss"))
+    metric: str = opt("auto", "validation metric that picks the best checkpoint; auto = accuracy "
+                      "(single / pair / sequence), micro_f1 (multilabel), spearman (regression)",
+                      ("auto", "accuracy", "macro_f1", "micro_f1", "spearman", "loss"))
     early_stopping: int = opt(0, "stop after N evaluations without improvement (0 = off)")
     compile: str = opt("auto", "torch.compile the training forward/backward; auto = eager for now (on the "
                        "quickstart compiling cost ~150 s and steps ran no faster), on, off", ("auto", "on", "off"),
@@ -506,6 +519,10 @@ def config_hash(cfg: ExperimentConfig) -> str:
     # keep matching their sweep points, and auto only picks the faster of two equivalent precisions
     if d["train"]["precision"] == "auto":
         d["train"]["precision"] = "bf16"
+    # metric "auto" (the default since multilabel / regression) hashes as the old default where it
+    # means it: stored classification runs keep matching their sweep points
+    if d["train"]["metric"] == "auto" and d["data"]["task"] not in ("multilabel", "regression"):
+        d["train"]["metric"] = "accuracy"
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -16,7 +16,6 @@ from typing import Iterable
 import torch
 
 from encoderlab import kinds
-from encoderlab import metrics as M
 from encoderlab.errors import StoreError
 from encoderlab.store.runs import Run
 from encoderlab.train import checkpoint
@@ -63,6 +62,7 @@ def eval_checkpoints(run: Run, split: str = "validation",
         m = ev["metrics"]
         rows.append({"checkpoint": f"step-{n}", "step": n, "epoch": ev.get("epoch"), "split": split,
                      "loss": m.get("loss"), "accuracy": m.get("accuracy"), "macro_f1": m.get("macro_f1"),
+                     **{k: v for k, v in m.items() if k not in ("loss", "accuracy", "macro_f1")},
                      "best": n == best_step, "logged": logged})
     return rows
 
@@ -94,18 +94,15 @@ def _evaluate(run: Run, split: str, folders: list[Path], progress: bool) -> dict
                                      f"evaluating (pruned by the still-running training?)") from e
                 logits = predict_logits(s.model, enc, tc.eval_batch_size, s.device, tc.precision,
                                         progress=bar.advance)
-                # the same loss and scores as fit's evaluate(), so numbers compare one to one
-                loss = torch.nn.functional.cross_entropy(
-                    torch.from_numpy(logits), torch.from_numpy(enc.labels),
-                    weight=None if s.class_weights is None else s.class_weights.cpu()).item()
-                scores = M.classification(enc.labels, logits.argmax(1), s.data.label_names)
+                # the same loss and scores as fit's evaluate(), so numbers compare one to one; a
+                # multilabel run's checkpoints are scored at 0.5 (its thresholds are tuned at the end)
+                loss = s.task.loss(torch.from_numpy(logits), torch.from_numpy(enc.labels), smooth=False).item()
+                scores = s.task.scores(logits, getattr(s.data, split).labels, loss)
+                metrics, detail = s.task.event(scores)
                 event = {"split": f"eval:{split}", "step": step,
                          "epoch": state["epoch"] + state["batch"] / batches_per_epoch,
-                         "metrics": {"loss": loss, "accuracy": scores["accuracy"],
-                                     "macro_f1": scores["macro_f1"]},
-                         "detail": {"checkpoint": folder.name, "per_class": scores["per_class"],
-                                    "predicted_share": scores["predicted_share"],
-                                    "examples": len(enc)}}
+                         "metrics": metrics,
+                         "detail": {"checkpoint": folder.name, **detail, "examples": len(enc)}}
                 run.log(event)
                 out[step] = event
         del s

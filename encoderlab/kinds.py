@@ -42,6 +42,14 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("classification", "encoderlab.train.fit:fit", True, "encoderlab.cli.runs:show_classification",
          CLASSIFIER_VERBS | {"resume"}, "classification",
          "single / pair / sequence task", "", "encoderlab run FILE"),
+    # data.task "multilabel" / "regression": the same fit recipe with the task's head, loss and metrics
+    # (encoderlab.tasks); thresholds / the target scale travel with the model
+    Kind("multilabel", "encoderlab.train.fit:fit", True, "encoderlab.cli.tasks:show",
+         CLASSIFIER_VERBS | {"resume"}, "classification",
+         "multi-label task", "", "encoderlab run FILE"),
+    Kind("regression", "encoderlab.train.fit:fit", True, "encoderlab.cli.tasks:show",
+         CLASSIFIER_VERBS | {"resume"}, "classification",
+         "regression task", "", "encoderlab run FILE"),
     Kind("ranking", "encoderlab.train.ranking:run", False, "encoderlab.cli.ranking:show",
          frozenset(), "ranking",
          "ranking.mode {mode}: candidate scorers, no class head",
@@ -79,6 +87,8 @@ def kind_of(run: Any) -> str:
         return "ranking"
     if info.get("parent"):
         return "derived"
+    if task in ("multilabel", "regression"):
+        return task
     return "classification"
 
 

@@ -1,4 +1,5 @@
-"""Label new examples with a stored run's final model, or with an ensemble of runs (k folds)."""
+"""Label new examples with a stored run's final model, or with an ensemble of runs (k folds):
+classes, label sets (multilabel, at the thresholds stored with the model) or values (regression)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from encoderlab import kinds
-from encoderlab import metrics as M
+from encoderlab import tasks as T
 from encoderlab.data.dataset import read_split, resolve_columns
 from encoderlab.data.readers import read_table
 from encoderlab.encode import series
@@ -21,9 +21,10 @@ from encoderlab.store.runs import Run
 from encoderlab.train.loop import pick_device, predict_logits
 
 
-def _probabilities(run: Run, input_path: str, frame: pd.DataFrame, *, batch_size: int, text: str | None,
-                   text_pair: str | None, device: str, runtime: str | None = None):
-    """(N, num_labels) class probabilities of one run's final model, its labels and the input split.
+def _outputs(run: Run, input_path: str, frame: pd.DataFrame, *, batch_size: int, text: str | None,
+             text_pair: str | None, device: str, runtime: str | None = None):
+    """One run's final model on the input: its outputs (class / label probabilities (N, K), or
+    values (N,)), its `tasks.Task` (labels, thresholds, target scale) and the input split.
     `runtime` (default: the run's own, set by quantize / export) serves it through
     `cost.runtime.Predictor`; runs without one use PyTorch with the run's precision."""
     folder = run.dir / "model"
@@ -40,7 +41,8 @@ def _probabilities(run: Run, input_path: str, frame: pd.DataFrame, *, batch_size
                               require_labels=False, frame=frame)
         enc = encode_split(pred.tokenizer, split, pred.meta["max_length"], pred.meta["truncation"])
         logits = logits_of(pred, enc, batch_size, pred.tokenizer.pad_token_id or 0)
-        return torch.softmax(torch.from_numpy(logits), 1).numpy(), names, split
+        task = T.Task.from_meta(pred.meta)
+        return task.outputs(logits), task, split
     model, tokenizer, meta = classifier.load(folder)
     names = meta["labels"]
     split, _ = read_split(input_path, replace(data_cfg, format="auto"), "predict", names,
@@ -52,16 +54,19 @@ def _probabilities(run: Run, input_path: str, frame: pd.DataFrame, *, batch_size
     dev = pick_device(device)
     model.to(dev)
     logits = predict_logits(model, enc, batch_size, dev, cfg.train.precision)
-    return torch.softmax(torch.from_numpy(logits), 1).numpy(), names, split
+    task = T.Task.from_meta(meta)
+    return task.outputs(logits), task, split
 
 
 def predict(run: Run | list[Run], input_path: str, *, batch_size: int = 128, text: str | None = None,
             text_pair: str | None = None, device: str = "auto",
             runtime: str | None = None) -> tuple[pd.DataFrame, dict | None]:
-    """Input rows plus `predicted` and one `p_<label>` column per class. Several runs (e.g. the k
-    fold models of a sweep) are an ensemble: their class probabilities are averaged; they must
-    share the label set and order. When the input has the label column, also returns
-    accuracy/macro-F1 on it (unseen labels are errors); for an ensemble also each member's."""
+    """Input rows plus `predicted` and one `p_<label>` column per class (multilabel: `predicted` is
+    the "a|b" label set at the run's tuned thresholds, `p_<label>` each label's probability;
+    regression: `predicted` is the value). Several runs (e.g. the k fold models of a sweep) are an
+    ensemble: their probabilities (values) are averaged; they must share the label set and order.
+    When the input has the label column, also returns the task's scores on it (unseen labels are
+    errors); for an ensemble also each member's checkpoint metric."""
     runs = run if isinstance(run, list) else [run]
     if not runs:
         raise StoreError("no runs to predict with")
@@ -70,28 +75,29 @@ def predict(run: Run | list[Run], input_path: str, *, batch_size: int = 128, tex
     sequence = runs[0].info.get("task") == "sequence"
     frame = None if sequence else read_table(input_path, "auto")
     kw = {"batch_size": batch_size, "text": text, "text_pair": text_pair, "device": device, "runtime": runtime}
-    probs, names, split = _probabilities(runs[0], input_path, frame, **kw)
+    out0, task, split = _outputs(runs[0], input_path, frame, **kw)
+    names = task.names
     if sequence:    # numeric inputs have no table to extend: one row per example, by id
         frame = pd.DataFrame({"id": split.texts})
-    members = [probs]
+    members = [out0]
     for other in runs[1:]:
-        p, other_names, _ = _probabilities(other, input_path, frame, **kw)
-        if other_names != names:
+        p, other_task, _ = _outputs(other, input_path, frame, **kw)
+        other_names = other_task.names
+        if other_task.kind != task.kind or other_names != names:
             raise StoreError(f"run {other.id} has other labels than run {runs[0].id} "
                              f"({len(other_names)} vs {len(names)}, or another order); an ensemble "
                              "averages probabilities of the same classes")
         members.append(p)
-    probs = np.mean(members, axis=0)
+    mean = np.mean(members, axis=0)
     out = frame.copy()
-    out["predicted"] = [names[i] for i in probs.argmax(1)]
-    for j, n in enumerate(names):
-        out[f"p_{n}"] = probs[:, j].round(6)
+    for col, values in task.columns(mean).items():
+        out[col] = values
     scores = None
-    if (split.labels >= 0).all():
-        scores = M.classification(split.labels, probs.argmax(1), names)
+    if split.labelled:
+        scores = task.score_outputs(mean, split.labels)
         if len(runs) > 1:
-            scores["members"] = {r.id: M.classification(split.labels, p.argmax(1), names)["accuracy"]
-                                 for r, p in zip(runs, members)}
+            key = T.DEFAULT_METRIC[task.kind]
+            scores["members"] = {r.id: task.score_outputs(p, split.labels)[key] for r, p in zip(runs, members)}
     return out, scores
 
 

@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from encoderlab import config as C
+from encoderlab import tasks
+from encoderlab.metrics import LOWER_IS_BETTER
 from encoderlab.errors import ConfigError
 from encoderlab.store.runs import Run, RunStore, now
 from encoderlab.store.study import STUDY_FILE, storage  # noqa: F401 (search.storage / STUDY_FILE stay public)
@@ -357,7 +359,8 @@ class Coordinator:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.store = RunStore(store_root)
         self.base, self.spec = base, spec
-        self.direction = "minimize" if base.train.metric == "loss" else "maximize"
+        self.metric = tasks.metric_of(base)     # train.metric "auto": the task's own
+        self.direction = "minimize" if self.metric in LOWER_IS_BETTER else "maximize"
         self.study = optuna.create_study(
             study_name=base.group, storage=storage(store_root), load_if_exists=True,
             sampler=_sampler(spec), pruner=_pruner(spec, max(1, evals_per_run) * len(spec.seeds)),
@@ -417,7 +420,7 @@ class Coordinator:
             if row is None:
                 continue
             run = self.store.get(row["id"])
-            curve = [ev["metrics"][self.base.train.metric] for ev in run.events() if ev.get("split") == "validation"]
+            curve = [ev["metrics"][self.metric] for ev in run.events() if ev.get("split") == "validation"]
             out[seed] = {"id": run.id, "curve": curve, "best": run.info.get("best_value")}
         return out
 
@@ -481,7 +484,7 @@ def run_search(path: str | Path, store: RunStore, overrides: list[str] = (),
     a failed trial (an error, not a pruned one) stops it, as a failed point stops a sweep."""
     base, spec = load(path, overrides)
     coord = Coordinator(str(store.root), base, spec)
-    metric = base.train.metric
+    metric = coord.metric
     while True:
         nxt = coord.ask()
         if nxt is None:

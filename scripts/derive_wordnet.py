@@ -1,5 +1,6 @@
-"""Derive encoderlab's builtin datasets (wordnet-lexname, wordnet-usage, and the ranking sets
-wordnet-senses, wordnet-linking of scripts/wordnet_ranking.py) from WordNet 3.0.
+"""Derive encoderlab's builtin datasets (wordnet-lexname, wordnet-usage, the ranking sets
+wordnet-senses, wordnet-linking of scripts/wordnet_ranking.py, and wordnet-multilex (multi-label),
+wordnet-similarity (regression) of scripts/wordnet_tasks.py) from WordNet 3.0.
 
 Run from the repository root (WordNet from Debian/Ubuntu's ``wordnet-base`` package):
 
@@ -21,6 +22,7 @@ import re
 from pathlib import Path
 
 import wordnet_ranking as WR
+import wordnet_tasks as WT
 
 SEED = 20060101
 LEXNAMES = ("adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute "
@@ -290,6 +292,18 @@ def main() -> None:
                           "sizes": {sp: len(senses[f]) for sp, f in files.items()},
                           "license": "LICENSE-WordNet.txt"}
     manifest["wordnet-linking"]["dictionary"] = "wordnet-linking/dictionary.jsonl.gz"
+    lemma_senses, _ = WR.read_senses(args.wordnet_dir, {s["id"]: s for s in synsets}, POS_FILES)
+    tasks = {"wordnet-multilex": WT.build_multilex(synsets, lemma_senses, random.Random(SEED)),
+             "wordnet-similarity": WT.build_similarity(synsets, args.wordnet_dir, random.Random(SEED))}
+    for name, splits in tasks.items():
+        for sp, rows in splits.items():
+            write_jsonl_gz(args.out / name / f"{sp}.jsonl.gz", rows)
+        manifest[name] = {**WT.MANIFEST[name], "splits": {sp: f"{name}/{sp}.jsonl.gz" for sp in SPLITS},
+                          "sizes": {sp: len(rows) for sp, rows in splits.items()},
+                          "license": "LICENSE-WordNet.txt"}
+        if name == "wordnet-multilex":
+            manifest[name]["labels"] = sorted({lab for r in splits["train"] for lab in r["labels"].split("|")})
+    print("wordnet-multilex", WT.multilex_summary(tasks["wordnet-multilex"]).splitlines()[0])
     print("wordnet-senses", {sp: len(rows) for sp, rows in senses.items()}, "dictionary", len(dictionary))
     # other builtins (scripts/derive_series.py) keep their entries
     path = args.out / "manifest.json"
@@ -299,7 +313,8 @@ def main() -> None:
     (args.out / "README.md").write_text(README.format(
         min_class=LEXNAME_MIN_CLASS, min_per_split=LEXNAME_MIN_PER_SPLIT,
         max_per_word=USAGE_MAX_PER_WORD, lexname=summary(datasets["wordnet-lexname"]),
-        usage=summary(datasets["wordnet-usage"], focus="match")) + WR.readme(senses, dictionary))
+        usage=summary(datasets["wordnet-usage"], focus="match")) + WR.readme(senses, dictionary)
+        + WT.readme(tasks["wordnet-multilex"], tasks["wordnet-similarity"]))
     # The WordNet3.0 stanza of the Debian copyright file, unfolded (" ." lines are blank lines).
     stanza = args.license_file.read_text(encoding="utf-8").split("License: WordNet3.0\n")[1]
     notice = [line[1:] if line != " ." else "" for line in stanza.split("\n\n")[0].splitlines()]

@@ -53,4 +53,7 @@ def test_require_refuses_with_one_message_shape(store, fields, verb, words):
 def test_require_passes_the_kinds_a_verb_takes(store):
     assert kinds.require(_run(store, task="pretrain"), "resume").name == "pretraining"
     assert kinds.require(_run(store, task="single", parent="P"), "eval").name == "derived"
-    assert kinds.accepts("resume") == ["classification", "pretraining"]
+    assert kinds.accepts("resume") == ["classification", "multilabel", "regression", "pretraining"]
+    assert kinds.require(_run(store, task="multilabel"), "resume").name == "multilabel"
+    assert kinds.kind_of({"task": "regression"}) == "regression"
+    assert kinds.kind_of({"task": "regression", "parent": "P"}) == "derived"

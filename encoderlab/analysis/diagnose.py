@@ -11,6 +11,8 @@ re-evaluated. Where the parts live:
     thresholds.py    the numbers the rules judge by
     run_evidence.py  RunContext: what the per-run rules read from a run folder; label priors
     rules_run.py     the per-run rules (collapse, no learning, divergence, overfitting, padding ...)
+    rules_task.py    the multilabel / regression rules (empty-set collapse, always-on labels, constant
+                     predictions, targets outside the train range ...)
     rules_group.py   the cross-run rules (seed variance, rankings inside the noise, single seeds)
 """
 
@@ -22,6 +24,7 @@ from encoderlab.analysis.configs import config_key
 from encoderlab.analysis.findings import SEVERITIES, Finding, ordered, unfinished_fix
 from encoderlab.analysis.rules_group import diagnose_group
 from encoderlab.analysis.rules_run import run_findings
+from encoderlab.analysis.rules_task import task_findings
 from encoderlab.analysis.run_evidence import prior_entropy, prior_loss, read_run
 from encoderlab.analysis.thresholds import *  # noqa: F401,F403  (thresholds stay readable as diagnose.X)
 from encoderlab import kinds
@@ -33,7 +36,7 @@ __all__ = ["DIAGNOSTICS_FILE", "SEVERITIES", "VERSION", "Finding", "config_key",
 
 DIAGNOSTICS_FILE = "diagnostics.json"
 # bump when a rule or threshold changes, so cached diagnostics.json files are recomputed
-VERSION = 2
+VERSION = 3
 
 
 def _pretrain_findings(run: Run) -> list[Finding]:
@@ -54,7 +57,8 @@ def diagnose(run: Run) -> list[Finding]:
     """Findings for one run, errors first; a healthy run has no error or warning."""
     if kinds.kind_of(run) == "pretraining":
         return ordered(_pretrain_findings(run))
-    return ordered(run_findings(read_run(run), run.status))
+    ctx = read_run(run)
+    return ordered(run_findings(ctx, run.status) + task_findings(ctx))
 
 
 def _fingerprint(run: Run) -> dict:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from encoderlab.analysis.configs import flat_config
+from encoderlab.metrics import LOWER_IS_BETTER
 from encoderlab.store.runs import Run
 
 
@@ -53,7 +54,7 @@ class RunFacts:
             v = ev.get("metrics", {}).get(metric)
             if v is None:
                 continue
-            if best is None or (v < best[0] if metric == "loss" else v > best[0]):
+            if best is None or (v < best[0] if metric in LOWER_IS_BETTER else v > best[0]):
                 best = (v, ev)
         return best[1] if best else None
 

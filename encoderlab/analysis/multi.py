@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from encoderlab.analysis.facts import read_facts
+from encoderlab.metrics import LOWER_IS_BETTER
 from encoderlab.analysis.configs import REPLICATE_KEYS, group, label, varied_fixed
 from encoderlab.analysis.render import Table
 from encoderlab.analysis.stats import fmt_pm, mean_std, paired_stats
@@ -62,7 +63,7 @@ def ranking_table(runs: Sequence[Run], metric: str = "accuracy", split: str = "t
         m, s, n = mean_std(vals.values())
         rows.append({"config": label(g[0].flat, varied) if varied else g[0].name, "mean": m, "std": s, "n": n,
                      "value": fmt_pm(m, s), "_vals": vals})
-    lower = metric == "loss"
+    lower = metric in LOWER_IS_BETTER
     rows.sort(key=lambda r: r["mean"], reverse=not lower)
     warnings = []
     if rows:
@@ -181,7 +182,7 @@ def dataset_matrix(runs: Sequence[Run], metric: str = "accuracy", split: str = "
     datasets = sorted({d for c in cells.values() for d in c})
     names = [n for n, c in cells.items() if all(d in c for d in datasets)]
     scores = np.array([[cells[n][d] for n in names] for d in datasets]) if names else np.zeros((0, 0))
-    if metric == "loss":
+    if metric in LOWER_IS_BETTER:
         scores = -scores
     return scores, names, datasets
 

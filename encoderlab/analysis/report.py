@@ -21,6 +21,7 @@ from encoderlab.analysis.findings import FINDING_COLUMNS
 from encoderlab.analysis.plots import png, pyplot
 from encoderlab.analysis import render as R
 from encoderlab.analysis import tradeoff as TO
+from encoderlab.metrics import LOWER_IS_BETTER
 from encoderlab.analysis.tables import epoch_table
 from encoderlab.store.runs import Run
 
@@ -74,7 +75,7 @@ def best_run(runs: Sequence[Run]) -> Run | None:
     if not scored:
         return None
     metric = runs[0].info.get("best_metric", "accuracy")
-    pick = min if metric == "loss" else max
+    pick = min if metric in LOWER_IS_BETTER else max
     return pick(scored, key=lambda t: t[0])[1]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 from encoderlab.analysis.findings import Finding, finite, fmt, g, pct, unfinished_fix
+from encoderlab.metrics import LOWER_IS_BETTER, resolve_metric
 from encoderlab.analysis.run_evidence import RunContext, at, label_dist, prior_entropy, prior_loss, series
 from encoderlab.analysis.thresholds import (
     BASELINE_ACC_MARGIN, COLLAPSE_OTHER_RECALL, COLLAPSE_SHARE, DIVERGE_LOSS_FACTOR, DIVERGE_MIN_ABS_RISE,
@@ -14,6 +15,11 @@ from encoderlab.analysis.thresholds import (
     NO_LEARNING_ACC_MARGIN, NO_LEARNING_REL_CHANGE, OVERCONFIDENT_ACC_GAIN, OVERCONFIDENT_LOSS_RISE,
     OVERFIT_MIN_EVALS_AFTER, OVERFIT_MIN_RISE, PADDING_WASTE_MAX, PRIOR_LOSS_TOL, STILL_FALLING_REL,
     TRUNCATED_SHARE_MAX, UNDERFIT_GAP, UNDERFIT_MAX_TRAIN_ACC, UNDERFIT_RISING)
+
+
+def _metric(ctx: RunContext) -> str:
+    """The metric the run picked its checkpoint by (train.metric "auto" resolved for its task)."""
+    return resolve_metric(ctx.cfg.train.metric, ctx.data.get("task") or ctx.info.get("task") or "single")
 
 
 def _lr_advice(ctx: RunContext, direction: str) -> str:
@@ -239,7 +245,7 @@ def _overfitting(ctx: RunContext) -> list[Finding]:
     if t_best is None or t_last is None or t_last >= t_best:
         return []
     kept = ctx.final.get("final_validation")
-    metric = ctx.cfg.train.metric if ctx.cfg else "accuracy"
+    metric = _metric(ctx) if ctx.cfg else "accuracy"
     kept_txt = (f"; the kept checkpoint (train.metric={metric}) is from epoch {kept['epoch']:g}"
                 if kept else "")
     n_train = (ctx.data.get("sizes") or {}).get("train")
@@ -275,7 +281,7 @@ def _overconfidence(ctx: RunContext) -> Finding | None:
     gain = last["accuracy"] - best["accuracy"]
     if rise < OVERCONFIDENT_LOSS_RISE or gain < OVERCONFIDENT_ACC_GAIN:
         return None
-    metric = ctx.cfg.train.metric if ctx.cfg else "accuracy"
+    metric = _metric(ctx) if ctx.cfg else "accuracy"
     fix = ["the model grows over-confident on the examples it gets wrong: add "
            "train.label_smoothing=0.1"]
     if metric == "loss":
@@ -345,11 +351,11 @@ def _underfitting(ctx: RunContext) -> Finding | None:
 def _still_improving(ctx: RunContext) -> Finding | None:
     if len(ctx.val) < 2 or not ctx.cfg:
         return None
-    metric = ctx.cfg.train.metric
+    metric = _metric(ctx)
     vals = [v for v in ctx.val if v.get(metric) is not None and finite(v[metric])]
     if len(vals) < 2:
         return None
-    key = (lambda v: -v[metric]) if metric == "loss" else (lambda v: v[metric])
+    key = (lambda v: -v[metric]) if metric in LOWER_IS_BETTER else (lambda v: v[metric])
     best = max(vals, key=key)
     last, prev = vals[-1], vals[-2]
     epochs = ctx.cfg.train.epochs

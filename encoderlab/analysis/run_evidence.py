@@ -68,7 +68,7 @@ def read_run(run: Run) -> RunContext:
             "split": split, "step": ev.get("step", 0), "epoch": ev.get("epoch", 0.0),
             # no "loss" key = not measured (ranking evaluations report accuracy, MRR, recall@k only)
             "loss": _num(m["loss"]) if "loss" in m else None, "accuracy": m.get("accuracy"),
-            "macro_f1": m.get("macro_f1"),
+            "macro_f1": m.get("macro_f1"), "metrics_micro_f1": m.get("micro_f1"),
             "lr": m.get("lr"), "detail": ev.get("detail", {})}
     rows = sorted(by_key.values(), key=lambda r: r["step"])
     final = {}

@@ -22,8 +22,9 @@ def epoch_table(run: Run) -> list[dict]:
             row.update(train_loss=m.get("loss"), train_acc=m.get("accuracy"),
                        seconds=m.get("seconds"), tokens_per_s=m.get("tokens_per_s"), lr=m.get("lr"))
         else:
+            # every validation metric as val_<name> too (multilabel / regression runs have their own)
             row.update(epoch=ev["epoch"], val_loss=m.get("loss"), val_acc=m.get("accuracy"),
-                       val_f1=m.get("macro_f1"))
+                       val_f1=m.get("macro_f1"), **{f"val_{k}": v for k, v in m.items() if k != "loss"})
     return _by_step(rows)
 
 

@@ -51,3 +51,14 @@ SEED_STD_MAX = 0.02
 SEED_NOISE_RATIO = 1.0
 # usual peak learning rates per model.init; outside this range a fix names a better value
 LR_RANGE = {"pretrained": (1e-5, 3e-4), "random": (1e-4, 1e-2)}
+# multilabel: the empty set predicted for >= 90% of the examples while most have labels
+EMPTY_SET_SHARE = 0.90
+# multilabel: a label predicted for >= 95% of the examples while its true share is below 50%
+ALWAYS_ON_SHARE, ALWAYS_ON_TRUE_MAX = 0.95, 0.50
+# multilabel: labels that occur in the scored split but are never predicted; a warning from 25%
+# of those labels on (a few rare labels never predicted is common and only informational)
+NEVER_PREDICTED_WARN = 0.25
+# regression: predictions whose std is below 10% of the targets' std are (nearly) constant
+CONSTANT_PRED_RATIO = 0.10
+# regression: more than 5% of validation / test targets outside the train range (extrapolation)
+OUTSIDE_RANGE_WARN = 0.05

@@ -16,6 +16,9 @@ def cmd_compare(args):
     from encoderlab.analysis.paired import paired
     from encoderlab.analysis.select import split_by
     runs = select_runs(args)
+    if not args.metric:     # the runs' own checkpoint metric: accuracy, micro_f1 (multilabel), spearman (regression)
+        from encoderlab.tasks import metric_for_runs
+        args.metric = metric_for_runs(runs)
     if args.paired:
         key, a, b = args.paired
         side_a, side_b = split_by(runs, key, [a, b])
@@ -92,7 +95,9 @@ def add_verbs(sub) -> None:
              "compare runs: mean ± std per configuration, datasets, epochs, checkpoints, paired tests",
              "encoderlab compare --group pre-vs-npre --paired model.init pretrained random")
     selection_flags(p)
-    p.add_argument("--metric", default="accuracy", choices=["accuracy", "macro_f1", "loss"])
+    from encoderlab.tasks import EVENT_METRICS
+    p.add_argument("--metric", choices=list(dict.fromkeys(m for ms in EVENT_METRICS.values() for m in ms)),
+                   help="default: the runs' task metric (accuracy; micro_f1 multilabel; spearman regression)")
     p.add_argument("--split", default="test", help="split of the score compared (default test)")
     p.add_argument("--by-dataset", action="store_true", help="configurations x datasets with a mean column")
     p.add_argument("--epochs", action="store_true", help="per-epoch metrics of the runs side by side")

@@ -161,10 +161,54 @@ def print_findings(findings, show_info: bool = False) -> None:
             console.print(f"    fix: {escape(f.fix)}")
 
 
+def print_task_summary(run, fmt: str = "table") -> None:
+    """A multilabel / regression run's history with the task's metrics, final scores beside the task's
+    baseline, the tuned thresholds or the prediction spread."""
+    from encoderlab import tasks as T
+    from encoderlab.analysis.tables import epoch_table, final_scores
+    info = run.info
+    kind = T.family(info.get("task", ""))
+    rows, final = epoch_table(run), final_scores(run)
+    if fmt == "json":
+        print(json.dumps({"run": {**info, "status": run.status}, "epochs": rows, "final": final}, indent=2,
+                         default=str))
+        return
+    cols = [("epoch", "epoch"), ("step", "step"), ("train_loss", "train loss")] + \
+        [(f"val_{k}", f"val {T.SHORT.get(k, k)}") for k in T.EVENT_METRICS[kind]]
+    print_rows(rows, cols, fmt, title=f"run {run.id}")
+    base = (info.get("data") or {}).get("baseline") or {}
+    for split, name in (("final_validation", "validation"), ("test", "test")):
+        if split not in final:
+            continue
+        console.print(f"{name}: {T.score_line(final[split])}", markup=False)
+        b = base.get(name)
+        if b:
+            console.print(f"  baseline ({base.get('method')}): {T.score_line(b)}", markup=False)
+    f = final.get("test") or {}
+    if kind == "multilabel" and f:
+        th = (final.get("final_validation") or {}).get("thresholds") or {}
+        if th:
+            console.print(f"thresholds tuned on validation: global {th['global_threshold']:.2f}, per label "
+                          f"{min(th['thresholds'].values()):.2f} .. {max(th['thresholds'].values()):.2f}; validation "
+                          f"micro-F1 {th['micro_f1_at_0.5']:.4f} at 0.5 -> {th['micro_f1_at_global']:.4f} global "
+                          f"-> {th.get('micro_f1_tuned', th['micro_f1_at_global']):.4f} per label", markup=False)
+        console.print(f"test labels per example: predicted {f.get('cardinality_predicted', 0):.2f}, true "
+                      f"{f.get('cardinality_true', 0):.2f}; empty predictions {f.get('empty_predicted', 0):.1%}",
+                      markup=False)
+    if kind == "regression" and f:
+        console.print(f"test predictions mean {f['prediction_mean']:.4f} std {f['prediction_std']:.4f}; targets "
+                      f"mean {f['target_mean']:.4f} std {f['target_std']:.4f}", markup=False)
+    if "test" in final:
+        console.print(f"scores of the best checkpoint ({f.get('checkpoint', '-')}), chosen on validation "
+                      f"{info.get('best_metric')}")
+
+
 def print_run_summary(run, fmt: str = "table") -> None:
     """A classification run's per-epoch table, then its final scores beside the majority baseline."""
     from encoderlab.analysis.tables import epoch_table, final_scores
     info = run.info
+    if info.get("task") in ("multilabel", "regression"):
+        return print_task_summary(run, fmt)
     rows = epoch_table(run)
     final = final_scores(run)
     if fmt == "json":

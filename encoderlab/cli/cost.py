@@ -55,8 +55,13 @@ def cmd_bench(args):
 
 def print_derived(run, results) -> None:
     """A new derived run's scores and, for ONNX, its equivalence with the PyTorch model."""
-    console.print(f"[bold]{run.id}[/]  ({run.info.get('runtime')})  validation accuracy "
-                  f"{results['validation']['accuracy']:.4f}   test accuracy {results['test']['accuracy']:.4f}")
+    from encoderlab.tasks import score_line
+    if "accuracy" in results["validation"]:
+        console.print(f"[bold]{run.id}[/]  ({run.info.get('runtime')})  validation accuracy "
+                      f"{results['validation']['accuracy']:.4f}   test accuracy {results['test']['accuracy']:.4f}")
+    else:       # multilabel / regression parents
+        console.print(f"[bold]{run.id}[/]  ({run.info.get('runtime')})  validation {score_line(results['validation'])}"
+                      f"   test {score_line(results['test'])}", markup=False)
     if "equivalence" in results:
         q = results["equivalence"]
         console.print(f"ONNX (opset {q['opset']}) vs PyTorch fp32 on {q['examples']} test examples: max |logit diff| "
@@ -98,7 +103,8 @@ def cmd_distill(args):
     def on_event(ev):
         if ev["split"] == "validation" and not args.quiet:
             m = ev["metrics"]
-            console.print(f"  epoch {ev['epoch']} step {ev['step']}: val loss {m['loss']:.4f} acc {m['accuracy']:.4f}")
+            from encoderlab.tasks import score_line
+            console.print(f"  epoch {ev['epoch']} step {ev['step']}: val loss {m['loss']:.4f} {score_line(m)}")
     try:
         run = distill(cfg, store, progress=not args.quiet, callback=on_event)
     except KeyboardInterrupt:

@@ -26,8 +26,8 @@ def fine_tune(args, cfg: C.ExperimentConfig) -> None:
     def on_event(ev):
         if ev["split"] == "validation" and not args.quiet:
             m = ev["metrics"]
-            console.print(f"  epoch {ev['epoch']:.2f} step {ev['step']}: val loss {m['loss']:.4f} "
-                          f"acc {m['accuracy']:.4f} F1 {m['macro_f1']:.4f}")
+            from encoderlab.tasks import score_line
+            console.print(f"  epoch {ev['epoch']:.2f} step {ev['step']}: val loss {m['loss']:.4f} {score_line(m)}")
 
     if not args.quiet:
         say_machine(cfg)
@@ -49,7 +49,7 @@ def cmd_quickstart(args):
 
 
 # how `resume` reports progress and the result, per resumable kind: (event printer, after-run printer)
-RESUME_OUTPUT = {"classification": (None, after_run),
+RESUME_OUTPUT = {"classification": (None, after_run), "multilabel": (None, after_run), "regression": (None, after_run),
                  "pretraining": (pretrain.pretrain_events, pretrain.after_pretrain)}
 
 

@@ -28,7 +28,7 @@ def show_classification(run, args):
         return
     show_header(run, args)
     data = run.info.get("data")
-    if data:
+    if data and "mean_tokens" in data:     # a distilled run's summary holds sizes and baselines only
         console.rule("data")
         sizes = data["sizes"]
         console.print(f"task {data['task']}, {data['num_labels']} labels; train {sizes['train']}, "
@@ -80,10 +80,12 @@ def cmd_predict(args):
     else:
         print(df.to_csv(index=False), end="")
     if scores:
-        out.print(f"the input has labels: accuracy {scores['accuracy']:.4f}, macro-F1 {scores['macro_f1']:.4f}")
+        from encoderlab.tasks import score_line
+        out.print(f"the input has labels: {score_line(scores)}")
         if "members" in scores:
             accs = list(scores["members"].values())
-            out.print(f"single runs: accuracy {min(accs):.4f} .. {max(accs):.4f} (mean {sum(accs) / len(accs):.4f})")
+            out.print(f"single runs: {score_line(scores, first=True)} {min(accs):.4f} .. {max(accs):.4f} "
+                      f"(mean {sum(accs) / len(accs):.4f})")
 
 
 def cmd_eval(args):
@@ -96,8 +98,10 @@ def cmd_eval(args):
                             force=args.force)
     for r in rows:
         r["note"] = ("best" if r.get("best") else "") + ("" if r.get("logged", True) else " (stored before)")
-    print_rows(rows, [("checkpoint", "checkpoint"), ("epoch", "epoch"), ("loss", f"{args.split} loss"),
-                      ("accuracy", f"{args.split} acc"), ("macro_f1", f"{args.split} F1"), ("note", "")],
+    from encoderlab.tasks import EVENT_METRICS, SHORT, family
+    metrics = EVENT_METRICS[family(run.info.get("task", ""))]
+    print_rows(rows, [("checkpoint", "checkpoint"), ("epoch", "epoch")]
+               + [(k, f"{args.split} {SHORT.get(k, k)}") for k in metrics] + [("note", "")],
                args.format, title=f"run {run.id}: checkpoints on {args.split}")
 
 

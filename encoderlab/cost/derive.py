@@ -17,7 +17,7 @@ import torch
 
 from encoderlab import config as C
 from encoderlab import kinds
-from encoderlab import metrics as M
+from encoderlab import tasks as T
 from encoderlab.cost.runtime import ONNX_FILES, Predictor, export_onnx, quantize_onnx
 from encoderlab.data.dataset import load_data
 from encoderlab.encode.text import Encoded, collate, encode_split, eval_batches
@@ -66,19 +66,22 @@ def finish(run: Run, cfg: C.ExperimentConfig, runtime: str, threads: int = 0) ->
     pad_id = pred.tokenizer.pad_token_id or 0
     results = {}
     (run.dir / "predictions").mkdir(exist_ok=True)
+    task = T.Task.from_meta(pred.meta)     # the parent's task: thresholds / target scale come with the model
     for split, e in enc.items():
         logits = logits_of(pred, e, cfg.train.eval_batch_size, pad_id)
-        loss = float(torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(e.labels)))
-        scores = {"loss": loss, **M.classification(e.labels, logits.argmax(1), names)}
+        labels = getattr(data, split).labels
+        loss = float(task.loss(torch.from_numpy(logits), torch.from_numpy(task.train_labels(labels)), smooth=False))
+        scores = task.scores(logits, labels, loss)
+        metrics, detail = task.event(scores)
         run.log({"split": "final_validation" if split == "validation" else "test", "step": 0, "epoch": 0,
-                 "metrics": {k: scores[k] for k in ("loss", "accuracy", "macro_f1")},
-                 "detail": {"per_class": scores["per_class"], "predicted_share": scores["predicted_share"],
-                            "runtime": runtime}})
-        write_predictions(run.dir / "predictions" / f"{split}.csv", getattr(data, split), logits, names)
+                 "metrics": metrics, "detail": {**detail, "runtime": runtime}})
+        write_predictions(run.dir / "predictions" / f"{split}.csv", getattr(data, split), logits, names, task)
         results[split] = {**scores, "logits": logits}
-    run.update(status="completed", finished=now(), test_accuracy=results["test"]["accuracy"],
-               test_macro_f1=results["test"]["macro_f1"], parameters=pred.parameters,
-               best_metric="accuracy", best_value=results["validation"]["accuracy"], message="")
+    metric = T.DEFAULT_METRIC[task.kind]
+    test = results["test"]
+    run.update(status="completed", finished=now(), test_accuracy=test.get("accuracy", test.get("subset_accuracy")),
+               test_macro_f1=test.get("macro_f1"), test_scores=task.event(test)[0], parameters=pred.parameters,
+               best_metric=metric, best_value=results["validation"][metric], message="")
     return results
 
 

@@ -1,4 +1,7 @@
-"""Encoder + pooling + head + loss: one module turning a batch into {"loss", "logits"}."""
+"""Encoder + pooling + head + loss: one module turning a batch into {"loss", "logits"}.
+
+The head has one unit per class (classification), per label (multilabel) or one (regression);
+the loss is the task's (`tasks.Task.loss`, cross-entropy when none is given)."""
 
 from __future__ import annotations
 
@@ -41,8 +44,9 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
 
 class Classifier(nn.Module):
     def __init__(self, encoder: nn.Module, num_labels: int, head: HeadConfig, pooling: str,
-                 class_weights: torch.Tensor | None = None, label_smoothing: float = 0.0):
+                 class_weights: torch.Tensor | None = None, label_smoothing: float = 0.0, loss_fn=None):
         super().__init__()
+        self.loss_fn = loss_fn       # (logits, labels) -> loss of the run's task (tasks.Task.loss); None = CE
         self.encoder = encoder
         self.pooling = pooling
         self.head = Head(encoder.config.hidden_size, num_labels, head)
@@ -66,7 +70,9 @@ class Classifier(nn.Module):
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state
         logits = self.head(pool(hidden, attention_mask, self.pooling)).float()   # (B, num_labels)
         out = {"logits": logits}
-        if labels is not None:
+        if labels is not None and self.loss_fn is not None:
+            out["loss"] = self.loss_fn(logits, labels)
+        elif labels is not None:
             out["loss"] = nn.functional.cross_entropy(logits, labels, weight=self.class_weights,
                                                       label_smoothing=self.label_smoothing)
         return out
@@ -136,14 +142,14 @@ def prepare(cfg: ModelConfig, store_root=None) -> tuple[Path, object, object]:
 
 
 def build(cfg: ModelConfig, num_labels: int, *, class_weights=None, label_smoothing=0.0,
-          store_root=None):
+          store_root=None, loss_fn=None):
     """Encoder from `cfg.path` (pretrained or fresh), with a new head. Returns (model, tokenizer, folder)."""
     folder, config, tokenizer = prepare(cfg, store_root)
     encoder = load_encoder(folder, config, pretrained=cfg.init == "pretrained")
     if len(tokenizer) > encoder.get_input_embeddings().num_embeddings:
         encoder.resize_token_embeddings(len(tokenizer))
     pooling = cfg.head.pooling if cfg.head.pooling != "auto" else default_pooling(folder)
-    model = Classifier(encoder, num_labels, cfg.head, pooling, class_weights, label_smoothing)
+    model = Classifier(encoder, num_labels, cfg.head, pooling, class_weights, label_smoothing, loss_fn)
     return model, tokenizer, folder
 
 

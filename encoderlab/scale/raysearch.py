@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from encoderlab import search as SE
+from encoderlab import tasks
 from encoderlab.scale.raysweep import connect
 from encoderlab.store.runs import RunStore
 
@@ -89,7 +90,7 @@ def run_search(path: str | Path, store: RunStore, overrides: list[str] = (), *, 
             configs = ray.get(coord.configs.remote(params))
             done = ray.get(coord.done.remote(params))
             ref = task.options(name=f"trial-{number}").remote(coord, number, configs, done, root, shared,
-                                                              base.train.metric, prune_collapsed, threads)
+                                                              tasks.metric_of(base), prune_collapsed, threads)
             pending[ref] = (number, params)
         if not pending:
             break

@@ -13,6 +13,7 @@ import torch
 
 from encoderlab import config as C
 from encoderlab import machine
+from encoderlab import tasks as T
 from encoderlab.data.dataset import TaskData, load_data
 from encoderlab.encode import series
 from encoderlab.encode.text import Encoded, encode_split, padding_waste, train_batches
@@ -33,13 +34,7 @@ class Setup:
     class_weights: torch.Tensor | None
     model_source: str = ""        # the folder model.path resolved to (run:NAME moves on; this not)
     save: Callable[[Path, dict], None] | None = None   # (folder, meta) -> the final model on disk
-
-
-def class_weights(cfg: C.TrainConfig, labels: np.ndarray, num_labels: int) -> torch.Tensor | None:
-    if cfg.class_weights != "balanced":
-        return None
-    counts = np.bincount(labels, minlength=num_labels).astype(np.float32)
-    return torch.from_numpy(len(labels) / (num_labels * np.maximum(counts, 1)))
+    task: T.Task | None = None    # loss, scores, thresholds / target scale of the run's task
 
 
 def setup(cfg: C.ExperimentConfig, store_root=None, label_names: list[str] | None = None) -> Setup:
@@ -48,10 +43,12 @@ def setup(cfg: C.ExperimentConfig, store_root=None, label_names: list[str] | Non
     data, _ = load_data(cfg.data)
     if label_names is not None and label_names != data.label_names:
         raise StoreError("the data's labels changed since this run started; cannot resume it")
-    weights = class_weights(cfg.train, data.train.labels, len(data.label_names))
+    task = T.for_run(data.task, data.label_names, data.train.labels, cfg.train)
+    weights = task.weights if task.kind == "classification" else None
     device = pick_device(cfg.train.device)
-    model, tokenizer, folder = classifier.build(cfg.model, len(data.label_names), class_weights=weights,
-                                                label_smoothing=cfg.train.label_smoothing, store_root=store_root)
+    model, tokenizer, folder = classifier.build(cfg.model, len(data.label_names), store_root=store_root,
+                                                loss_fn=None if task.kind == "classification" else task.loss,
+                                                class_weights=weights, label_smoothing=cfg.train.label_smoothing)
     state = None
     if data.task == "sequence":
         state = series.fit(cfg.series, data.train)
@@ -61,11 +58,14 @@ def setup(cfg: C.ExperimentConfig, store_root=None, label_names: list[str] | Non
     else:
         enc = {s: encode_split(tokenizer, getattr(data, s), cfg.encode.max_length, cfg.encode.truncation)
                for s in ("train", "validation", "test")}
+    for e in enc.values():      # what the loss sees (regression: standardised targets)
+        e.labels = task.train_labels(e.labels)
     model.to(device)
     source = cfg.model.path if cfg.model.path.startswith(("arch:", "builtin:")) else str(Path(folder).resolve())
     extra = {"series": state} if state else {}     # the fitted input scheme travels with the model
     return Setup(cfg, data, model, tokenizer, enc, device, weights, source,
-                 lambda folder, meta: classifier.save(model, tokenizer, folder, {**meta, **extra}))
+                 lambda folder, meta: classifier.save(model, tokenizer, folder, {**meta, **extra, **task.meta()}),
+                 task)
 
 
 def data_summary(s: Setup) -> dict:
@@ -73,7 +73,7 @@ def data_summary(s: Setup) -> dict:
     top, base = d.majority_baseline("validation")
     waste = padding_waste(s.enc["train"].lengths,
                           train_batches(s.enc["train"].lengths, s.cfg.train.batch_size, 0, s.cfg.train.bucket))
-    return {"task": d.task, "num_labels": len(d.label_names),
+    out = {"task": d.task, "num_labels": len(d.label_names),
             "sizes": {k: len(getattr(d, k)) for k in ("train", "validation", "test")},
             "majority_class": top, "majority_baseline_validation": base,
             "majority_baseline_test": d.majority_baseline("test")[1],
@@ -82,3 +82,18 @@ def data_summary(s: Setup) -> dict:
             "truncated_share": {k: e.at_limit / max(len(e), 1) for k, e in s.enc.items()},
             "train_padding_waste": waste,
             "parameters": sum(p.numel() for p in s.model.parameters())}
+    if s.task.kind != "classification":     # the task's trivial baseline (train-frequent labels / train mean)
+        out["baseline"] = T.baseline(s.task, d.train.labels, {k: getattr(d, k).labels for k in ("validation", "test")})
+    if s.task.kind == "regression":         # what diagnose compares predictions and targets with
+        y = d.train.labels
+        out["train_target"] = {"min": float(y.min()), "max": float(y.max()), "mean": float(y.mean()),
+                               "std": float(y.std())}
+        out["target_range"] = {k: [float(getattr(d, k).labels.min()), float(getattr(d, k).labels.max())]
+                               for k in ("validation", "test")}
+        out["outside_train_range"] = {k: float(np.mean((getattr(d, k).labels < y.min())
+                                                       | (getattr(d, k).labels > y.max())))
+                                      for k in ("validation", "test")}
+    if s.task.kind == "multilabel":
+        out["train_label_share"] = {n: float(v) for n, v in zip(d.label_names, d.train.labels.mean(0))}
+        out["train_cardinality"] = float(d.train.labels.sum(1).mean())
+    return out

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from encoderlab import machine
+from encoderlab import tasks
 from encoderlab import config as C
 from encoderlab import kinds
 from encoderlab.models.layers import parse_layers, truncate
@@ -145,8 +146,13 @@ def distill(cfg: C.ExperimentConfig, store: RunStore, *, progress: bool = True, 
     student.train()
     teacher.to(device).eval()
     student.to(device)
+    task = tasks.Task.from_meta(tmeta)     # the teacher's task: its loss, scores, target scale
+    task.label_smoothing = tc.label_smoothing
+    metric = tasks.resolve_metric(tc.metric, data.task)
     enc = {s: encode_split(tok, getattr(data, s), cfg.encode.max_length, cfg.encode.truncation)
            for s in ("train", "validation", "test")}
+    for e in enc.values():      # what the losses see (regression: the teacher's standardised scale)
+        e.labels = task.train_labels(e.labels)
     pad_id = tok.pad_token_id or 0
     t0 = time.perf_counter()
     cached = None if (match_h or match_a) else \
@@ -192,10 +198,8 @@ def distill(cfg: C.ExperimentConfig, store: RunStore, *, progress: bool = True, 
                     else:
                         with torch.no_grad():
                             t_logits, t_h, t_a = _forward(teacher, batch, match_h, match_a)
-                # (B, K) soft targets at temperature T; T^2 keeps gradient scale independent of T
-                soft = F.kl_div(F.log_softmax(s_logits / T, -1), F.softmax(t_logits.float() / T, -1),
-                                reduction="batchmean") * T * T
-                hard = F.cross_entropy(s_logits, labels, label_smoothing=tc.label_smoothing)
+                soft = _soft_loss(task.kind, s_logits, t_logits.float(), T)
+                hard = task.loss(s_logits, labels)
                 loss = a * soft + (1 - a) * hard
                 parts = {"soft": soft.item(), "hard": hard.item()}
                 if match_h:
@@ -231,25 +235,37 @@ def distill(cfg: C.ExperimentConfig, store: RunStore, *, progress: bool = True, 
             emit({"split": "train", "step": state["step"], "epoch": epoch + 1,
                   "metrics": {**{k: v / max(seen, 1) for k, v in sums.items() if v},
                               "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - t_ep}})
-            scores, _ = evaluate(student, enc["validation"], data.label_names, tc, device)
+            scores, _ = evaluate(student, enc["validation"], data.label_names, tc, device, task=task,
+                                 labels=data.validation.labels)
             student.train()
             emit({"split": "validation", "step": state["step"], "epoch": epoch + 1,
-                  "metrics": {k: scores[k] for k in ("loss", "accuracy", "macro_f1")}})
-            value = scores[tc.metric]
-            if state["best"] is None or (value < state["best"]["value"] if tc.metric == "loss"
-                                         else value > state["best"]["value"]):
-                state["best"] = {"metric": tc.metric, "value": value, "step": state["step"], "epoch": epoch + 1}
+                  "metrics": task.event(scores)[0]})
+            value = scores[metric]
+            if tasks.better(metric, value, None if state["best"] is None else state["best"]["value"]):
+                state["best"] = {"metric": metric, "value": value, "step": state["step"], "epoch": epoch + 1}
             state["epoch"] = epoch + 1
             checkpoint.save(ckpt_dir, student, opt, sched, state)
             checkpoint.prune(ckpt_dir, tc.keep_checkpoints, {f"step-{state['best']['step']}"})
-            run.update(steps_done=state["step"], epochs_done=epoch + 1, best_metric=tc.metric,
+            run.update(steps_done=state["step"], epochs_done=epoch + 1, best_metric=metric,
                        best_value=state["best"]["value"])
             if tc.max_steps and state["step"] >= tc.max_steps:
                 break
-        return _finish(run, cfg, student, tok, data, enc, state, pad_id, device, emit, tmeta, kept)
+        return _finish(run, cfg, student, tok, data, enc, state, pad_id, device, emit, tmeta, kept, task)
 
 
-def _finish(run, cfg, student, tok, data, enc, state, pad_id, device, emit, tmeta, kept) -> Run:
+def _soft_loss(kind: str, s_logits, t_logits, temperature: float):
+    """The student's distance to the teacher's outputs: KL of the (B, K) softmaxes at temperature T
+    (T^2 keeps the gradient scale independent of T); multilabel: binary cross-entropy to the
+    teacher's sigmoids at T (x T^2); regression: squared error to the teacher's value."""
+    T = temperature
+    if kind == "regression":
+        return F.mse_loss(s_logits[:, 0], t_logits[:, 0])
+    if kind == "multilabel":
+        return F.binary_cross_entropy_with_logits(s_logits / T, torch.sigmoid(t_logits / T)) * T * T
+    return F.kl_div(F.log_softmax(s_logits / T, -1), F.softmax(t_logits / T, -1), reduction="batchmean") * T * T
+
+
+def _finish(run, cfg, student, tok, data, enc, state, pad_id, device, emit, tmeta, kept, task) -> Run:
     """Best checkpoint -> validation + test scores, predictions, saved model (served as cfg.compress.runtime
     once exported/quantized; the saved model itself is fp32 PyTorch)."""
     best = run.dir / "checkpoints" / f"step-{state['best']['step']}"
@@ -259,17 +275,24 @@ def _finish(run, cfg, student, tok, data, enc, state, pad_id, device, emit, tmet
     (run.dir / "predictions").mkdir(exist_ok=True)
     results = {}
     for split in ("validation", "test"):
-        scores, logits = evaluate(student, enc[split], data.label_names, cfg.train, device)
+        labels = getattr(data, split).labels
+        scores, logits = evaluate(student, enc[split], data.label_names, cfg.train, device, task=task, labels=labels)
+        tuned = {}
+        if split == "validation" and task.kind == "multilabel":     # the student's own thresholds
+            tuned = task.tune(logits, labels)
+            scores = task.scores(logits, labels, scores["loss"])
         results[split] = scores
+        metrics, detail = task.event(scores)
         emit({"split": "final_validation" if split == "validation" else "test", "step": state["best"]["step"],
-              "epoch": state["best"]["epoch"], "metrics": {k: scores[k] for k in ("loss", "accuracy", "macro_f1")},
-              "detail": {"per_class": scores["per_class"], "predicted_share": scores["predicted_share"],
-                         "checkpoint": best.name}})
-        write_predictions(run.dir / "predictions" / f"{split}.csv", getattr(data, split), logits, data.label_names)
+              "epoch": state["best"]["epoch"], "metrics": metrics,
+              "detail": {**detail, "checkpoint": best.name, **({"thresholds": tuned} if tuned else {})}})
+        write_predictions(run.dir / "predictions" / f"{split}.csv", getattr(data, split), logits, data.label_names,
+                          task)
     meta = {k: v for k, v in tmeta.items() if k != "pooling"}
-    classifier.save(student, tok, run.dir / "model", {**meta, "best_checkpoint": best.name,
+    classifier.save(student, tok, run.dir / "model", {**meta, **task.meta(), "best_checkpoint": best.name,
                                                       "layers_from_teacher": kept})
-    run.update(status="completed", finished=now(), test_accuracy=results["test"]["accuracy"],
-               test_macro_f1=results["test"]["macro_f1"], message="")
+    test = results["test"]
+    run.update(status="completed", finished=now(), test_accuracy=test.get("accuracy", test.get("subset_accuracy")),
+               test_macro_f1=test.get("macro_f1"), test_scores=task.event(test)[0], message="")
     space.lean_completed(run.dir)
     return run

@@ -13,6 +13,7 @@ import torch
 
 from encoderlab import config as C
 from encoderlab import machine
+from encoderlab import tasks as T
 from encoderlab.encode.text import train_batches
 from encoderlab.errors import StoreError
 from encoderlab.faults import fault
@@ -42,6 +43,7 @@ def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
     net = world.wrap(s.model)       # what the training step calls (DDP when several processes)
     world.fork_rng(cfg.train.seed)
     tc = cfg.train
+    metric = T.resolve_metric(tc.metric, s.data.task)     # "auto": the task's own (accuracy, micro_f1, spearman)
     opt = make_optimizer(s.model, tc)
     batches_per_epoch = math.ceil(len(s.enc["train"]) / tc.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / tc.grad_accum)
@@ -87,23 +89,20 @@ def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
         """Validate, checkpoint, track the best; True when early stopping says stop."""
         with clock("eval"):
             scores, logits = evaluate(s.model, s.enc["validation"], s.data.label_names, tc, s.device,
-                                      s.class_weights)
+                                      task=s.task, labels=s.data.validation.labels)
         s.model.train()
-        emit({"split": "validation", "step": state["step"], "epoch": epoch_float,
-              "metrics": {k: scores[k] for k in ("loss", "accuracy", "macro_f1")},
-              "detail": {"per_class": scores["per_class"], "predicted_share": scores["predicted_share"]}})
-        value = scores[tc.metric]
-        better = state["best"] is None or (value < state["best"]["value"] if tc.metric == "loss"
-                                           else value > state["best"]["value"])
-        if better:
-            state["best"] = {"metric": tc.metric, "value": value, "step": state["step"], "epoch": epoch_float}
+        metrics, detail = s.task.event(scores)
+        emit({"split": "validation", "step": state["step"], "epoch": epoch_float, "metrics": metrics, "detail": detail})
+        value = scores[metric]
+        if T.better(metric, value, None if state["best"] is None else state["best"]["value"]):
+            state["best"] = {"metric": metric, "value": value, "step": state["step"], "epoch": epoch_float}
             state["bad_evals"] = 0
             best_val.update(step=state["step"], scores=scores, logits=logits)
         else:
             state["bad_evals"] += 1
         save({f"step-{state['best']['step']}"})
         run.update(steps_done=state["step"], epochs_done=int(epoch_float),
-                   best_metric=tc.metric, best_value=state["best"]["value"])
+                   best_metric=metric, best_value=state["best"]["value"])
         return bool(tc.early_stopping) and state["bad_evals"] >= tc.early_stopping
 
     bar = ProgressBar(progress and world.lead, total, state["step"])
@@ -134,7 +133,7 @@ def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
                             (out["loss"] * (n / n_ex * world.size)).backward()
                             if n:
                                 tr["loss"] += loss * n
-                                tr["correct"] += int((out["logits"].argmax(1) == batch["labels"]).sum())
+                                tr["correct"] += s.task.running_hits(out["logits"], batch["labels"])
                                 tr["seen"] += n
                                 tr["tokens"] += int(s.enc["train"].lengths[idx].sum())
                         fault("step")
@@ -173,7 +172,8 @@ def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
                     frac = state["batch"] / len(batches)
                     emit({"split": "train", "step": state["step"], "epoch": epoch + frac,
                           "metrics": {"loss": tr["loss"] / max(tr["seen"], 1),
-                                      "accuracy": tr["correct"] / max(tr["seen"], 1),
+                                      **({T.RUNNING_METRIC[s.task.kind]: tr["correct"] / max(tr["seen"], 1)}
+                                         if s.task.kind in T.RUNNING_METRIC else {}),
                                       "lr": sched.get_last_lr()[0], "seconds": tr["seconds"],
                                       "tokens_per_s": tr["tokens"] / max(tr["seconds"], 1e-9),
                                       **({"grad_norm_max": tr["grad_norm_max"]} if "grad_norm_max" in tr else {})},
@@ -220,23 +220,29 @@ def _finish(run: Run, s: Setup, state: dict, emit, best_val: dict | None = None,
             scores, logits = best_val["scores"], best_val["logits"]
         else:
             t = time.perf_counter()
-            scores, logits = evaluate(s.model, s.enc[split], s.data.label_names, tc, s.device, s.class_weights)
+            scores, logits = evaluate(s.model, s.enc[split], s.data.label_names, tc, s.device,
+                                      task=s.task, labels=getattr(s.data, split).labels)
             if clock:     # the final passes count as evaluation, not as the rest of finishing
                 clock.add(split if split == "test" else "eval", time.perf_counter() - t)
                 clock.add("finish", -(time.perf_counter() - t))
+        tuned = {}
+        if split == "validation" and s.task.kind == "multilabel":
+            # thresholds tuned on validation, kept with the model; the test pass below uses them
+            tuned = s.task.tune(logits, s.data.validation.labels)
+            scores = s.task.scores(logits, s.data.validation.labels, scores["loss"])
         results[split] = scores
+        metrics, detail = s.task.event(scores)
         emit({"split": f"final_{split}" if split == "validation" else "test", "step": state["best"]["step"],
-              "epoch": state["best"]["epoch"],
-              "metrics": {k: scores[k] for k in ("loss", "accuracy", "macro_f1")},
-              "detail": {"per_class": scores["per_class"], "predicted_share": scores["predicted_share"],
-                         "checkpoint": best.name}})
-        write_predictions(pred_dir / f"{split}.csv", getattr(s.data, split), logits, s.data.label_names)
+              "epoch": state["best"]["epoch"], "metrics": metrics,
+              "detail": {**detail, "checkpoint": best.name, **({"thresholds": tuned} if tuned else {})}})
+        write_predictions(pred_dir / f"{split}.csv", getattr(s.data, split), logits, s.data.label_names, s.task)
     s.save(run.dir / "model",
            {"labels": s.data.label_names, "task": s.data.task, "head": C.to_dict(s.cfg.model.head),
             "max_length": s.cfg.encode.max_length, "truncation": s.cfg.encode.truncation,
             "best_checkpoint": best.name})
-    run.update(status="completed", finished=now(), test_accuracy=results["test"]["accuracy"],
-               test_macro_f1=results["test"]["macro_f1"], message="")
+    test = results["test"]
+    run.update(status="completed", finished=now(), test_accuracy=test.get("accuracy", test.get("subset_accuracy")),
+               test_macro_f1=test.get("macro_f1"), test_scores=s.task.event(test)[0], message="")
     space.lean_completed(run.dir)
     return run
 

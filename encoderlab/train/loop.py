@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from encoderlab import machine
-from encoderlab import metrics as M
+from encoderlab import tasks as T
 from encoderlab import config as C
 from encoderlab.encode.text import Encoded, eval_batches
 from encoderlab.errors import EncoderlabError, StoreError
@@ -65,14 +65,15 @@ def predict_logits(model, enc: Encoded, batch_size: int, device, precision: str,
 
 
 def evaluate(model, enc: Encoded, names: list[str], cfg: C.TrainConfig, device,
-             weights: torch.Tensor | None = None) -> tuple[dict, np.ndarray]:
-    """Loss, accuracy, macro-F1 (and per-class detail) of a labelled split; also the logits."""
+             weights: torch.Tensor | None = None, task: T.Task | None = None,
+             labels: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
+    """Loss and the task's scores (classification: accuracy, macro-F1, per-class detail) of a
+    labelled split; also the logits. The loss compares with `enc.labels` (the training scale);
+    the scores with `labels`, the split's labels as read (default: the same)."""
+    task = task or T.Task("classification", names, weights=weights)
     logits = predict_logits(model, enc, cfg.eval_batch_size, device, cfg.precision)
-    labels = torch.from_numpy(enc.labels)
-    loss = torch.nn.functional.cross_entropy(torch.from_numpy(logits), labels,
-                                             weight=None if weights is None else weights.cpu()).item()
-    scores = M.classification(enc.labels, logits.argmax(1), names)
-    return {"loss": loss, **scores}, logits
+    loss = task.loss(torch.from_numpy(logits), torch.from_numpy(enc.labels), smooth=False).item()
+    return task.scores(logits, enc.labels if labels is None else labels, loss), logits
 
 
 class Diverged(EncoderlabError):
@@ -136,13 +137,12 @@ def reopen(run, model, opt, sched, state: dict) -> dict:
     return state
 
 
-def write_predictions(path: Path, split, logits: np.ndarray, names: list[str]) -> None:
+def write_predictions(path: Path, split, logits: np.ndarray, names: list[str], task: T.Task | None = None) -> None:
+    """One row per example: its label, the prediction (class, "a|b" label set or value) and the
+    per-class / per-label probabilities."""
     import pandas as pd
-    probs = torch.softmax(torch.from_numpy(logits), 1).numpy()
-    df = pd.DataFrame({"label": [names[i] if i >= 0 else "" for i in split.labels],
-                       "predicted": [names[i] for i in probs.argmax(1)]})
-    for j, n in enumerate(names):
-        df[f"p_{n}"] = probs[:, j].round(6)
+    task = task or T.Task("classification", names)
+    df = pd.DataFrame({"label": task.gold_column(split.labels, split.labelled), **task.prediction_columns(logits)})
     atomic.write_text(path, df.to_csv(index=False))
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from encoderlab.data.dataset import require_column, text_values
+from encoderlab.data.columns import require_column, text_values
 from encoderlab.data.readers import read_table
 from encoderlab.errors import DataError
 

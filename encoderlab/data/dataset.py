@@ -16,31 +16,11 @@ import pandas as pd
 
 from encoderlab.config import DataConfig
 from encoderlab.data import builtin
+from encoderlab.data.columns import (Split, binary_column, label_sets, labels_to_ids,  # noqa: F401 (Split)
+                                     require_column, targets, text_values)
 from encoderlab.data.readers import read_table
+from encoderlab.data.series import read_series_split
 from encoderlab.errors import DataError
-
-
-@dataclass
-class Split:
-    """One split: texts (and second texts for pairs), integer labels (-1 = unlabelled)."""
-    name: str
-    texts: list[str]
-    pairs: list[str] | None
-    labels: np.ndarray
-    source: str = ""
-    series: list[np.ndarray] | None = None   # task "sequence": (C, T) or (C, H, W) float32 arrays;
-                                             # texts then hold example ids
-    labelled: bool = True                    # False: a file without its label column (predict)
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    def subset(self, idx: np.ndarray) -> "Split":
-        idx = np.asarray(idx)
-        return replace(self, texts=[self.texts[i] for i in idx],
-                       pairs=None if self.pairs is None else [self.pairs[i] for i in idx],
-                       labels=self.labels[idx],
-                       series=None if self.series is None else [self.series[i] for i in idx])
 
 
 @dataclass
@@ -91,48 +71,10 @@ def resolve_columns(cfg: DataConfig) -> DataConfig:
     return replace(cfg, task=task)
 
 
-def require_column(df: pd.DataFrame, name: str, file: str, key: str) -> pd.Series:
-    """df[name], or a DataError naming the file, the columns there and the config `key` to set."""
-    if name not in df.columns:
-        import difflib
-        cols = [str(c) for c in df.columns]
-        close = difflib.get_close_matches(name, cols, n=1)
-        hint = f"; did you mean '{close[0]}'? (set {key} = \"{close[0]}\")" if close else ""
-        raise DataError(f"column '{name}' not found (columns: {', '.join(cols)}){hint}",
-                        file=file, field=name)
-    return df[name]
-
-
-def text_values(series: pd.Series, file: str, field: str, allow_empty: bool = False) -> list[str]:
-    """The column as strings; a missing (or, unless allowed, empty) value is a DataError with its row."""
-    out = []
-    for i, v in enumerate(series.tolist(), 1):
-        if v is None or (isinstance(v, float) and np.isnan(v)):
-            raise DataError("missing value", file=file, row=i, field=field)
-        if not isinstance(v, str):
-            v = str(v)
-        if not v.strip() and not allow_empty:
-            raise DataError("empty text", file=file, row=i, field=field)
-        out.append(v)
-    return out
-
-
-def _labels_raw(series: pd.Series, file: str, field: str) -> list[str]:
-    out = []
-    for i, v in enumerate(series.tolist(), 1):
-        if v is None or (isinstance(v, float) and np.isnan(v)) or (isinstance(v, str) and not v.strip()):
-            raise DataError("missing label", file=file, row=i, field=field)
-        if isinstance(v, float) and v.is_integer():
-            v = int(v)  # parquet/jsonl 1.0 -> "1", same as csv "1"
-        out.append(str(v).strip())
-    return out
-
-
 def read_split(path: str, cfg: DataConfig, name: str, label_names: list[str] | None,
                require_labels: bool = True, frame: pd.DataFrame | None = None) -> tuple[Split, list[str]]:
     """Read one file into a Split. With `label_names` given, unseen labels are errors."""
     if cfg.task == "sequence":
-        from encoderlab.data.series import read_series_split
         return read_series_split(path, cfg, name, label_names, require_labels)
     df = read_table(path, cfg.format) if frame is None else frame
     texts = text_values(require_column(df, cfg.text, path, "data.text"), path, cfg.text)
@@ -141,7 +83,7 @@ def read_split(path: str, cfg: DataConfig, name: str, label_names: list[str] | N
     if cfg.task == "multilabel" and cfg.label_columns:
         if not require_labels and not all(c in df.columns for c in cfg.label_columns):
             return Split(name, texts, pairs, np.full(len(texts), -1), path, labelled=False), []
-        labels = np.stack([_binary(require_column(df, c, path, "data.label_columns"), path, c)
+        labels = np.stack([binary_column(require_column(df, c, path, "data.label_columns"), path, c)
                            for c in cfg.label_columns], 1)
         return Split(name, texts, pairs, labels, path), list(cfg.label_columns)
     if cfg.label in df.columns or require_labels:
@@ -151,86 +93,10 @@ def read_split(path: str, cfg: DataConfig, name: str, label_names: list[str] | N
     if cfg.task == "multilabel":
         labels, label_names = label_sets(raw, cfg, path, label_names)
     elif cfg.task == "regression":
-        labels, label_names = _targets(raw, path, cfg.label), [cfg.label]
+        labels, label_names = targets(raw, path, cfg.label), [cfg.label]
     else:
         labels, label_names = labels_to_ids(raw, cfg, path, label_names)
     return Split(name, texts, pairs, labels, path), label_names
-
-
-def labels_to_ids(values: list, cfg: DataConfig, path: str,
-                  label_names: list[str] | None) -> tuple[np.ndarray, list[str]]:
-    """Label values -> integer ids; the label order is data.labels, else sorted train labels.
-    With `label_names` given (validation, test, predict), unseen labels are errors."""
-    raw = _labels_raw(pd.Series(values, dtype=object), path, cfg.label)
-    if label_names is None:
-        label_names = list(cfg.labels) if cfg.labels else sorted(set(raw), key=_label_key)
-    index = {n: i for i, n in enumerate(label_names)}
-    labels = np.empty(len(raw), dtype=np.int64)
-    for i, lab in enumerate(raw):
-        if lab not in index:
-            shown = ", ".join(label_names[:20]) + (" ..." if len(label_names) > 20 else "")
-            what = "is not in data.labels" if cfg.labels else "does not occur in the training data"
-            raise DataError(f"label '{lab}' {what} (known labels: {shown})",
-                            file=path, row=i + 1, field=cfg.label)
-        labels[i] = index[lab]
-    return labels, label_names
-
-
-def _binary(series: pd.Series, file: str, field: str) -> np.ndarray:
-    """A 0/1 label column -> float32 (true/false and "0"/"1" accepted)."""
-    out = np.empty(len(series), dtype=np.float32)
-    for i, v in enumerate(series.tolist()):
-        key = str(v).strip().lower()
-        if key not in ("0", "1", "0.0", "1.0", "true", "false"):
-            raise DataError(f"expected 0 or 1, got {v!r}", file=file, row=i + 1, field=field)
-        out[i] = key in ("1", "1.0", "true")
-    return out
-
-
-def label_sets(values: list, cfg: DataConfig, path: str,
-               label_names: list[str] | None) -> tuple[np.ndarray, list[str]]:
-    """Multilabel values (a `data.label_sep`-joined string, or a list) -> (N, L) 0/1 float32. An
-    empty string / list / missing value is the empty set. With `label_names` given (validation,
-    test, predict), unseen labels are errors; otherwise the names are data.labels or sorted train labels."""
-    sets = []
-    for v in values:
-        if v is None or (isinstance(v, float) and np.isnan(v)):
-            items = []
-        elif isinstance(v, str):
-            items = [x.strip() for x in v.split(cfg.label_sep)] if cfg.label_sep else [v.strip()]
-        elif isinstance(v, (list, tuple, np.ndarray)):
-            items = [str(x).strip() for x in v]
-        else:
-            items = [str(v).strip()]
-        sets.append([x for x in items if x])
-    if label_names is None:
-        seen = {x for items in sets for x in items}
-        label_names = list(cfg.labels) if cfg.labels else sorted(seen, key=_label_key)
-    index = {n: j for j, n in enumerate(label_names)}
-    out = np.zeros((len(sets), len(label_names)), dtype=np.float32)
-    for i, items in enumerate(sets):
-        for x in items:
-            if x not in index:
-                shown = ", ".join(label_names[:20]) + (" ..." if len(label_names) > 20 else "")
-                what = "is not in data.labels" if cfg.labels else "does not occur in the training data"
-                raise DataError(f"label '{x}' {what} (known labels: {shown})", file=path, row=i + 1,
-                                field=cfg.label)
-            out[i, index[x]] = 1.0
-    return out, label_names
-
-
-def _targets(values: list, path: str, field: str) -> np.ndarray:
-    """Regression targets -> (N,) float32; a missing or non-numeric value is an error."""
-    out = np.empty(len(values), dtype=np.float32)
-    for i, v in enumerate(values):
-        try:
-            x = float(v)
-        except (TypeError, ValueError):
-            raise DataError(f"expected a number, got {v!r}", file=path, row=i + 1, field=field) from None
-        if not np.isfinite(x):
-            raise DataError(f"missing or non-finite target {v!r}", file=path, row=i + 1, field=field)
-        out[i] = x
-    return out
 
 
 def strata(labels: np.ndarray) -> np.ndarray:
@@ -242,14 +108,6 @@ def strata(labels: np.ndarray) -> np.ndarray:
         edges = np.quantile(labels, [0.2, 0.4, 0.6, 0.8]) if len(labels) else []
         return np.searchsorted(edges, labels, side="right").astype(np.int64)
     return labels
-
-
-def _label_key(s: str):
-    """Sort numeric labels numerically ("2" before "10"), others alphabetically."""
-    try:
-        return (0, float(s), s)
-    except ValueError:
-        return (1, 0.0, s)
 
 
 def stratified_split(labels: np.ndarray, fractions: list[float], seed: int) -> list[np.ndarray]:

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from encoderlab.config import DataConfig
-from encoderlab.data.dataset import Split, labels_to_ids, require_column
+from encoderlab.data.columns import Split, labels_to_ids, require_column
 from encoderlab.data.readers import read_table
 from encoderlab.errors import DataError
 

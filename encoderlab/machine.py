@@ -26,7 +26,7 @@ import torch
 BF16_MARGIN = 1.1
 # the probe's shapes: tokens x hidden -> intermediate, as in a MiniLM/BERT-small feed-forward layer
 PROBE_SHAPE = (512, 384, 1536)
-PROBE_SECONDS = 0.25
+PROBE_SECONDS = 0.6
 PROBE_ROUNDS = 3
 # environment variables that cap the kernels torch / oneDNN use (to emulate an older CPU kind)
 ISA_OVERRIDES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")

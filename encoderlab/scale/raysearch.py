@@ -12,15 +12,13 @@ folders straight into the store, still without touching the index."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 from encoderlab import search as SE
 from encoderlab import tasks
-from encoderlab.scale.raysweep import connect
+from encoderlab.scale.raysweep import connect, scratch_store
 from encoderlab.store.runs import RunStore
 
 
@@ -31,12 +29,7 @@ def _trial(coord, number: int, configs: list, done: dict, store_root: str, share
     from encoderlab.store.handoff import pack
     machine.THREADS_DEFAULT = threads
     node = ray.get_runtime_context().get_node_id()
-    if shared:
-        root = Path(store_root)
-    else:
-        scratch = Path(os.environ.get("ENCODERLAB_SCRATCH") or tempfile.gettempdir())
-        scratch.mkdir(parents=True, exist_ok=True)
-        root = Path(tempfile.mkdtemp(prefix=f"trial-{number}-", dir=scratch))
+    root = Path(store_root) if shared else scratch_store(f"trial-{number}-")
     store = RunStore(root, indexed=False)
     try:
         result = SE.run_trial(number, configs, done, store,

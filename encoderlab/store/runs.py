@@ -96,6 +96,9 @@ class RunStore:
 
     @property
     def con(self) -> sqlite3.Connection:
+        if not self.indexed:    # a worker's view: reading or writing the index here is a bug
+            raise StoreError(f"this view of {self.root} writes run folders only; the index belongs to "
+                             "one writer (the search coordinator / the sweep driver)")
         if self._con is None:
             self.root.mkdir(parents=True, exist_ok=True)
             self._con = index.connect(self.root / "index.sqlite")

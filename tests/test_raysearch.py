@@ -108,3 +108,47 @@ def test_two_node_search_has_one_index_writer(two_nodes, two_class_csv, tmp_path
     rows = {r["id"]: r["steps_done"] for r in store.list(group="se")}
     assert store.rebuild() == 8 and {r["id"]: r["steps_done"] for r in store.list(group="se")} == rows
     store.close()
+
+
+@pytest.mark.slow     # ~40 s on an idle 2-core machine (two `ray start`s), minutes when it is busy
+def test_two_node_sweep_has_one_index_writer(two_nodes, two_class_csv, tmp_path):
+    """A plain grid sweep on the two nodes: the driver alone writes the index; one point was
+    finished before (skipped), one was interrupted after a checkpoint (its folder travels to a
+    worker with the checkpoint and is resumed there, keeping its id), the rest start."""
+    from encoderlab import sweep as S
+    from encoderlab.scale import raysweep
+    from encoderlab.store import check
+    from encoderlab.store.runs import now
+    from encoderlab.train.fit import fit
+    address, scratch = two_nodes
+    path = write(tmp_path, two_class_csv, '"train.lr" = [3e-3, 1e-3]\nseeds = [0, 1, 2]')
+    points = S.expand(path)
+    store = RunStore(tmp_path / "runs")
+    S.run_sweep(points[:1], store, progress=False)
+
+    def kill(ev):
+        if ev["split"] == "validation" and ev["step"] == 4:     # after the step-2 checkpoint
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        fit(points[1].cfg, store, callback=kill, progress=False)
+    interrupted = store.get("last")
+    assert interrupted.status == "interrupted" and interrupted.checkpoints
+    assert [a for _, a, _ in S.plan(store, points)] == ["skip", "resume"] + ["start"] * 4
+
+    done, started = [], now()
+    runs = raysweep.run_sweep(points, store, address=address, cpus_per_run=1, on_done=lambda p, o: done.append(o))
+    assert len(done) == 5 and {o.status for o in done} == {"completed"}
+    assert len({o.node for o in done}) == 2                     # points ran on both nodes
+    assert [r.status for r in runs] == ["completed"] * 6
+    assert runs[1].id == interrupted.id                         # resumed from its checkpoint, not restarted
+    before = [ev for ev in runs[1].events() if ev["split"] == "validation" and ev["time"] < started]
+    assert [ev["step"] for ev in before] == [2, 4]              # its curve from before the kill is kept
+    # the index has every run, agrees with the folders, and no worker ever held an index
+    assert sorted(r["id"] for r in store.list(group="se")) == sorted(r.id for r in runs)
+    report = check.check(store)
+    assert report.runs == 6 and report.findings == []
+    for folder in scratch.values():
+        assert not list(folder.rglob("index.sqlite*")) and not list(folder.rglob("run.json"))
+    assert not list((tmp_path / "runs").glob(".unpack-*"))
+    assert [a for _, a, _ in S.plan(store, points)] == ["skip"] * 6
+    store.close()

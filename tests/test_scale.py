@@ -102,3 +102,25 @@ def test_ranking_sweep_on_ray(ray_local, senses_files, tmp_path, capsys):  # noq
     assert len(rows) == 4 and {r["status"] for r in rows} == {"completed"} and {r["kind"] for r in rows} == {"ranking"}
     assert main(["--store", store, "rank", exp, "--backend", "ray", "--quiet"]) == 0
     assert "submitting 0 of 4 runs" in capsys.readouterr().out
+
+
+def test_a_worker_store_view_never_opens_the_index(two_class_csv, tmp_path):
+    """`RunStore(indexed=False)` (what a Ray task writes into) writes run folders and refuses the
+    index; `run_point` works through it, and the driver's `reindex` makes the run visible."""
+    from encoderlab import config as C
+    from encoderlab import sweep as S
+    from encoderlab.errors import StoreError
+    points = S.expand(_exp(tmp_path, two_class_csv), ["train.epochs=1"])
+    view = RunStore(tmp_path / "runs", indexed=False)
+    with pytest.raises(StoreError, match="writes run folders only"):
+        view.list()
+    out = S.run_point(points[0].cfg, tmp_path / "runs", "start", indexed=False)
+    bad = S.run_point(C.replace(points[1].cfg, **{"data.text": "nope"}), tmp_path / "runs", "start", indexed=False)
+    assert bad.status == "failed" and "nope" in bad.message    # recorded, found again from the folders
+    assert out.status == "completed" and not (tmp_path / "runs" / "index.sqlite").exists()
+    assert S.runs_of(view, points[0].cfg) == [out.run_id]
+    store = RunStore(tmp_path / "runs")
+    store.reindex(out.run_id)                           # what the driver does with a handed-back folder
+    assert [r["id"] for r in store.list(group="sw")] == [out.run_id]
+    assert [a for _, a, _ in S.plan(store, points[:2])] == ["skip", "start"]      # the failed point starts again
+    store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -124,3 +125,28 @@ def test_a_worker_store_view_never_opens_the_index(two_class_csv, tmp_path):
     assert [r["id"] for r in store.list(group="sw")] == [out.run_id]
     assert [a for _, a, _ in S.plan(store, points[:2])] == ["skip", "start"]      # the failed point starts again
     store.close()
+
+
+def test_ray_sweep_ships_a_run_model_to_its_tasks(ray_local, two_class_csv, tmp_path, capsys):
+    """`model.path = "run:NAME"`: the named run lives only in the driver's store; each task gets its
+    folder (no checkpoints) in its scratch store, resolves the name there, and fine-tunes from it."""
+    from conftest import tiny_config
+    from encoderlab.scale.raysweep import run_refs
+    from encoderlab.train.fit import fit
+    store = RunStore(tmp_path / "runs")
+    base = fit(tiny_config(two_class_csv, name="base", train__epochs=1), store, progress=False)
+    store.close()
+    exp = _exp(tmp_path, two_class_csv, '"train.lr" = [1e-3]')
+    Path(exp).write_text(Path(exp).read_text().replace(TINY_MODEL_TOML, 'path = "run:base"\ninit = "pretrained"'))
+    from encoderlab import sweep as S
+    points = S.expand(exp)
+    assert run_refs(points[0].cfg) == ["base"]
+    assert main(["--store", str(tmp_path / "runs"), "sweep", exp, "--backend", "ray", "--num-cpus", "2",
+                 "--quiet"]) == 0
+    assert "3 completed, 0 failed" in capsys.readouterr().out
+    rows = RunStore(tmp_path / "runs").list(group="sw")
+    assert len(rows) == 3 and {r["model"] for r in rows} == {"run:base"}
+    for r in rows:       # the model it started from is the base run's
+        assert RunStore(tmp_path / "runs").get(r["id"]).info["model_source"].endswith(f"{base.id}/model")
+    folders = sorted(p.name for p in (tmp_path / "runs").iterdir() if p.is_dir())
+    assert folders == sorted([base.id] + [r["id"] for r in rows])       # the base was not handed back

@@ -8,8 +8,9 @@ as each task finishes, so the index stays a rebuildable copy of the folders (`en
 rebuild`) and SQLite is never shared between hosts. With `shared=True` (a store path every node
 sees) tasks write run folders straight into the store, still without touching the index.
 Planning (skip completed, resume interrupted) happens on the driver exactly as in the local
-backend; an interrupted run to resume travels to its task with its checkpoints. A failing task
-becomes a failed run and the others go on."""
+backend; an interrupted run to resume travels to its task with its checkpoints, and a run the
+config names as `run:REF` (a pretrained or fine-tuned base model) travels to every task that needs
+it. A failing task becomes a failed run and the others go on."""
 
 from __future__ import annotations
 
@@ -35,8 +36,47 @@ def scratch_store(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir=scratch))
 
 
+def run_refs(cfg) -> list[str]:
+    """The `run:REF` values in a config (model.path, model.tokenizer, ...): stored runs a task
+    needs on its own disk."""
+    out = []
+
+    def walk(v):
+        if dataclasses.is_dataclass(v):
+            for f in dataclasses.fields(v):
+                walk(getattr(v, f.name))
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                walk(x)
+        elif isinstance(v, str) and v.startswith("run:") and v[4:] not in out:
+            out.append(v[4:])
+    walk(cfg)
+    return out
+
+
+def parents(ray, names: list[str], store: RunStore, cache: dict) -> list:
+    """Object refs of the packed run folders (no checkpoints) of the runs `names` (`run_refs`),
+    each put into Ray once (`cache`, by run id): a task without the shared store unpacks them into
+    its scratch store, where `run:REF` then resolves as it would in the real one (by id or name)."""
+    from encoderlab.store.handoff import pack
+    refs = []
+    for ref in names:
+        run = store.get(ref)
+        if run.id not in cache:
+            cache[run.id] = ray.put(pack(run.dir))
+        refs.append(cache[run.id])
+    return refs
+
+
+def install(ray, blobs: list, root: Path) -> None:
+    """Unpack the run folders of `parents` (object refs) into a task's scratch store."""
+    from encoderlab.store.handoff import unpack
+    for blob in ray.get(list(blobs)):
+        unpack(blob, root)
+
+
 def _task(cfg, store_root: str, action: str, run_id: str | None, threads: int, kind: str, shared: bool,
-          prior: bytes | None) -> tuple[S.Outcome, bytes | None]:
+          prior: bytes | None, needs: list) -> tuple[S.Outcome, bytes | None]:
     import ray
     from encoderlab import machine
     from encoderlab.store.handoff import pack, unpack
@@ -44,6 +84,7 @@ def _task(cfg, store_root: str, action: str, run_id: str | None, threads: int, k
     node = ray.get_runtime_context().get_node_id()
     root = Path(store_root) if shared else scratch_store("point-")
     try:
+        install(ray, needs, root)        # the runs its config names as run:REF (a fine-tuned base, ...)
         if prior is not None:            # the interrupted run to resume, with its checkpoints
             unpack(prior, root)
         out = S.run_point(cfg, root, action, run_id, kind=kind, progress=False, keep_going=True, indexed=False)
@@ -96,11 +137,12 @@ def run_sweep(points: list[S.Point], store: RunStore, *, kind: str = "classifica
         task = ray.remote(num_cpus=cpus_per_run, max_retries=0)(_task)
         root = str(Path(store.root).resolve())
         threads = max(1, int(cpus_per_run))
-        pending = {}
+        pending, cache = {}, {}
         for i, p, a, r in todo:
             prior = pack(r.dir, checkpoints=True) if a == "resume" and not shared else None
+            needs = [] if shared else parents(ray, run_refs(p.cfg), store, cache)
             ref = task.options(name=p.cfg.name).remote(p.cfg, root, a, r.id if r else None, threads, kind,
-                                                       shared, prior)
+                                                       shared, prior, needs)
             pending[ref] = (i, p)
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)

@@ -125,6 +125,8 @@ def friedman(scores: np.ndarray, names: Sequence[str], alpha: float = 0.05) -> d
     if k >= 3 and n >= 2:
         res = stats.friedmanchisquare(*scores.T)
         out.update(statistic=float(res.statistic), p_value=float(res.pvalue))
+        # the smallest p any data can give: every dataset ranks the configurations the same way
+        out["p_floor"] = float(stats.chi2.sf(n * (k - 1), k - 1))
         q = stats.studentized_range.ppf(1 - alpha, k, np.inf) / math.sqrt(2)
         out["cd"] = float(q * math.sqrt(k * (k + 1) / (6 * n)))
     return out
@@ -217,7 +219,9 @@ def friedman_line(res: dict) -> str:
     return (f"Friedman test over N = {n} datasets x k = {k} configurations ({what}, mean over seeds): "
             f"chi2 = {res['statistic']:.3f}, p = {res['p_value']:.3g} (scipy.stats.friedmanchisquare); "
             f"Nemenyi critical difference {res['cd']:.2f} mean ranks at alpha {res['alpha']:g} "
-            "(scipy.stats.studentized_range): configurations whose mean ranks differ by less are not told apart")
+            "(scipy.stats.studentized_range): configurations whose mean ranks differ by less are not told apart"
+            + (f"; with {n} datasets even identical rankings on all of them give p = {res['p_floor']:.3g}: "
+               f"add datasets to reach {res['alpha']:g}" if res.get("p_floor", 0) > res["alpha"] else ""))
 
 
 def friedman_table(res: dict) -> Table:

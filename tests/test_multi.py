@@ -75,3 +75,10 @@ def test_friedman_says_when_too_few_datasets_can_never_be_significant():
     assert four["p_floor"] == pytest.approx(math.exp(-4))
     four.update(metric="accuracy", split="test")
     assert "even identical" not in M.friedman_line(four)
+
+
+def test_critical_difference_groups_are_maximal():
+    # CD 2.16: {1.5, 1.625, 3.125} and {3.125, 3.875, 4.875}; {1.625, 3.125} lies inside the first
+    assert M.untold([4.875, 3.875, 3.125, 1.625, 1.5], 2.16) == [(1.5, 3.125), (3.125, 4.875)]
+    assert M.untold([1.0, 2.0, 3.0], 2.34) == [(1.0, 3.0)]
+    assert M.untold([1.0, 2.5, 4.0], 1.0) == []                 # every pair told apart

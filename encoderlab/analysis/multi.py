@@ -132,6 +132,20 @@ def friedman(scores: np.ndarray, names: Sequence[str], alpha: float = 0.05) -> d
     return out
 
 
+def untold(mean_ranks: Sequence[float], cd: float) -> list[tuple[float, float]]:
+    """The (lowest, highest) mean rank of each maximal group of configurations whose mean ranks
+    all lie within `cd` of each other (the thick lines of the diagram); a group inside another
+    is left out."""
+    ranks = sorted(mean_ranks)
+    out, reach = [], -math.inf
+    for lo in ranks:
+        hi = max(r for r in ranks if lo <= r < lo + cd)
+        if hi > lo and hi > reach:
+            out.append((lo, hi))
+            reach = hi
+    return out
+
+
 def cd_diagram(result: dict) -> bytes:
     """The critical-difference diagram: configurations on a mean-rank axis (1 = best, left), a bar
     of length CD, and thick lines joining configurations whose mean ranks differ by less than CD."""
@@ -156,13 +170,8 @@ def cd_diagram(result: dict) -> bytes:
     if cd:
         ax.plot([1, 1 + cd], [1.2, 1.2], color="black", lw=2)
         ax.text(1 + cd / 2, 1.4, f"CD = {cd:.2f}", ha="center", fontsize=8)
-        level = 0.5
-        for a in range(k):
-            lo = ranks[order[a]]
-            tied = [j for j in order if lo <= ranks[j] < lo + cd]
-            if len(tied) > 1:
-                ax.plot([lo, ranks[tied[-1]]], [-level, -level], color="black", lw=3)
-                level += 0.25
+        for n, (lo, hi) in enumerate(untold(ranks, cd)):
+            ax.plot([lo, hi], [-0.5 - 0.25 * n, -0.5 - 0.25 * n], color="black", lw=3)
     ax.axis("off")
     title = "critical difference (Nemenyi)"
     if result["p_value"] is not None:

@@ -123,19 +123,22 @@ class Outcome:
     run_id: str | None
     status: str
     message: str = ""
+    node: str = ""          # the Ray node that ran it (Ray backend)
 
 
 def run_point(cfg: C.ExperimentConfig, store_root: str | Path, action: str, run_id: str | None = None,
-              *, kind: str = "classification", progress: bool = False, keep_going: bool = True) -> Outcome:
+              *, kind: str = "classification", progress: bool = False, keep_going: bool = True,
+              indexed: bool = True) -> Outcome:
     """Start or resume one point in the store at `store_root` with the recipe of run `kind`: the
     unit of work of every backend (the local loop calls it in-process, the Ray backend once per
     task). With `keep_going`, a failure is recorded as a failed run (created here when the
     recipe failed before its run existed, e.g. unreadable data) instead of raised; Ctrl-C /
-    SIGTERM always propagate."""
+    SIGTERM always propagate. `indexed=False`: write the run folder only, never opening the
+    store's index (a Ray worker: the driver indexes what it hands back)."""
     recipe = kinds.recipe(kind)
-    store = RunStore(store_root)
+    store = RunStore(store_root, indexed=indexed)
     try:
-        before = {r["id"] for r in store.list(group=cfg.group) if r["config_hash"] == C.config_hash(cfg)}
+        before = set(runs_of(store, cfg))
         try:
             resume = {"resume": store.get(run_id)} if action == "resume" else {}
             run = recipe(cfg, store, progress=progress, **resume)
@@ -144,8 +147,7 @@ def run_point(cfg: C.ExperimentConfig, store_root: str | Path, action: str, run_
             if not keep_going:
                 raise
             message = f"{type(e).__name__}: {e}"[:500]
-            new = [r["id"] for r in store.list(group=cfg.group)
-                   if r["config_hash"] == C.config_hash(cfg) and r["id"] not in before]
+            new = [i for i in runs_of(store, cfg) if i not in before]
             if action == "resume":
                 new = [run_id]
             if new:     # the recipe marked its run failed already
@@ -154,6 +156,16 @@ def run_point(cfg: C.ExperimentConfig, store_root: str | Path, action: str, run_
             return Outcome(run.id, "failed", message)
     finally:
         store.close()
+
+
+def runs_of(store: RunStore, cfg: C.ExperimentConfig) -> list[str]:
+    """Ids of the runs of this point's config in `store`, oldest first: from the index, or from
+    the run folders of a store that does not open it."""
+    h = C.config_hash(cfg)
+    if store.indexed:
+        return [r["id"] for r in store.list(group=cfg.group) if r["config_hash"] == h]
+    return [i for i in store.ids() if (info := store.get(i).info).get("grp") == cfg.group
+            and info.get("config_hash") == h]
 
 
 def run_sweep(points: list[Point], store: RunStore, *, kind: str = "classification", progress: bool = True,

@@ -61,3 +61,24 @@ def test_ranking_table_holm_and_seeds_needed_on_real_runs(tmp_path, two_class_cs
     assert any("Holm-corrected for the" in w for w in t.warnings)
     assert any("seeds needed to detect a difference of 0.01" in w for w in t.warnings)
     store.close()
+
+
+def test_friedman_says_when_too_few_datasets_can_never_be_significant():
+    # 2 datasets, 3 configurations, the same ranking on both: chi2 = N (k - 1) = 4, the largest it
+    # can be, p = exp(-2) = 0.135 (chi-square with 2 df), so no data could reach 0.05
+    res = M.friedman(np.array([[0.9, 0.8, 0.7], [0.6, 0.5, 0.4]]), ["a", "b", "c"])
+    assert res["statistic"] == pytest.approx(4.0) and res["p_value"] == pytest.approx(math.exp(-2))
+    assert res["p_floor"] == pytest.approx(math.exp(-2))
+    res.update(metric="accuracy", split="test")
+    assert "with 2 datasets even identical rankings on all of them give p = 0.135" in M.friedman_line(res)
+    four = M.friedman(np.array([[0.9, 0.8, 0.7]] * 4), ["a", "b", "c"])    # N = 4: p floor exp(-4) = 0.018
+    assert four["p_floor"] == pytest.approx(math.exp(-4))
+    four.update(metric="accuracy", split="test")
+    assert "even identical" not in M.friedman_line(four)
+
+
+def test_critical_difference_groups_are_maximal():
+    # CD 2.16: {1.5, 1.625, 3.125} and {3.125, 3.875, 4.875}; {1.625, 3.125} lies inside the first
+    assert M.untold([4.875, 3.875, 3.125, 1.625, 1.5], 2.16) == [(1.5, 3.125), (3.125, 4.875)]
+    assert M.untold([1.0, 2.0, 3.0], 2.34) == [(1.0, 3.0)]
+    assert M.untold([1.0, 2.5, 4.0], 1.0) == []                 # every pair told apart

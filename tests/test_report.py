@@ -112,3 +112,79 @@ def test_search_report_renders_in_headless_chromium(search_runs):
     page = report.write_html(runs, tmp / "search.html")
     img = mpimg.imread(screenshot(page.as_uri() + "#search", tmp / "search-shot.png", tmp, "1200,3000"))
     assert img.shape[0] >= 2000 and img[..., :3].std() > 0.05
+
+
+DATASETS = {"lexname": 'source = "builtin:wordnet-lexname"', "usage": 'source = "builtin:wordnet-usage"'}
+
+
+@pytest.fixture(scope="module")
+def dataset_runs(two_class_csv, tmp_path_factory):
+    """Three learning rates on three real datasets (two builtins and the glosses csv in a folder
+    whose name is markup, which the report must escape), one seed, one epoch: a Friedman test."""
+    from encoderlab.analysis.select import select
+    from encoderlab.store.runs import RunStore
+    tmp = tmp_path_factory.mktemp("datasets")
+    odd = tmp / "<em>glosses"
+    shutil.copytree(two_class_csv, odd)
+    store = RunStore(tmp / "runs")
+    for name, data in {**DATASETS, "glosses": two_class_data_toml(odd)}.items():
+        path = tmp / f"{name}.toml"
+        path.write_text(f"""name = "{name}"
+group = "xd"
+[data]
+{data}
+max_train = 160
+max_eval = 80
+[encode]
+max_length = 32
+[model]
+{TINY_MODEL_TOML}
+[train]
+epochs = 1
+batch_size = 16
+precision = "fp32"
+threads = 1
+[sweep]
+"train.lr" = [1e-2, 3e-3, 1e-9]
+""")
+        S.run_sweep(S.expand(path), store, progress=False)
+    runs = select(store, group="xd")
+    store.close()
+    return runs, tmp
+
+
+def test_compare_across_datasets_prints_the_friedman_test(dataset_runs, capsys):
+    from encoderlab.cli import main
+    runs, tmp = dataset_runs
+    assert len(runs) == 9 and {r.status for r in runs} == {"completed"}
+    for extra in ([], ["--by-dataset"]):
+        assert main(["--store", str(tmp / "runs"), "compare", "--group", "xd", *extra]) == 0
+        out = " ".join(capsys.readouterr().out.split())
+        assert "Friedman test over N = 3 datasets x k = 3 configurations (test accuracy" in out, extra
+        assert "(scipy.stats.friedmanchisquare)" in out and "Nemenyi critical difference" in out
+        assert "mean rank across 3 datasets" in out
+    from encoderlab.analysis import multi
+    res = multi.across_datasets(runs)
+    assert res["dataset_names"] == ["<em>glosses", "wordnet-lexname", "wordnet-usage"]
+    assert sorted(res["names"]) == ["lr=0.003", "lr=0.01", "lr=1e-09"]
+    assert sorted(res["mean_ranks"]) != [2.0, 2.0, 2.0]    # the learning rates do not all tie
+    assert f"p = {res['p_value']:.3g}" in out
+
+
+def test_report_has_the_critical_difference_section(dataset_runs):
+    runs, tmp = dataset_runs
+    text = report.write_html(runs, tmp / "datasets.html").read_text()
+    assert "<h2 id='datasets'>Across datasets: Friedman test and critical difference</h2>" in text
+    assert "alt='critical difference diagram'" in text and "scipy.stats.friedmanchisquare" in text
+    assert "<em>glosses" not in text and "&lt;em&gt;glosses" in text      # a dataset named with markup
+    md = report.write_markdown(runs, tmp / "datasets.md").read_text()
+    assert "## Across datasets" in md and (tmp / "datasets_files" / "cd.png").stat().st_size > 3000
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_datasets_report_renders_in_headless_chromium(dataset_runs):
+    import matplotlib.image as mpimg
+    runs, tmp = dataset_runs
+    page = report.write_html(runs, tmp / "datasets.html")
+    img = mpimg.imread(screenshot(page.as_uri() + "#datasets", tmp / "datasets-shot.png", tmp, "1200,1600"))
+    assert img.shape[0] >= 1500 and img[..., :3].std() > 0.05

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -102,3 +103,50 @@ def test_ranking_sweep_on_ray(ray_local, senses_files, tmp_path, capsys):  # noq
     assert len(rows) == 4 and {r["status"] for r in rows} == {"completed"} and {r["kind"] for r in rows} == {"ranking"}
     assert main(["--store", store, "rank", exp, "--backend", "ray", "--quiet"]) == 0
     assert "submitting 0 of 4 runs" in capsys.readouterr().out
+
+
+def test_a_worker_store_view_never_opens_the_index(two_class_csv, tmp_path):
+    """`RunStore(indexed=False)` (what a Ray task writes into) writes run folders and refuses the
+    index; `run_point` works through it, and the driver's `reindex` makes the run visible."""
+    from encoderlab import config as C
+    from encoderlab import sweep as S
+    from encoderlab.errors import StoreError
+    points = S.expand(_exp(tmp_path, two_class_csv), ["train.epochs=1"])
+    view = RunStore(tmp_path / "runs", indexed=False)
+    with pytest.raises(StoreError, match="writes run folders only"):
+        view.list()
+    out = S.run_point(points[0].cfg, tmp_path / "runs", "start", indexed=False)
+    bad = S.run_point(C.replace(points[1].cfg, **{"data.text": "nope"}), tmp_path / "runs", "start", indexed=False)
+    assert bad.status == "failed" and "nope" in bad.message    # recorded, found again from the folders
+    assert out.status == "completed" and not (tmp_path / "runs" / "index.sqlite").exists()
+    assert S.runs_of(view, points[0].cfg) == [out.run_id]
+    store = RunStore(tmp_path / "runs")
+    store.reindex(out.run_id)                           # what the driver does with a handed-back folder
+    assert [r["id"] for r in store.list(group="sw")] == [out.run_id]
+    assert [a for _, a, _ in S.plan(store, points[:2])] == ["skip", "start"]      # the failed point starts again
+    store.close()
+
+
+def test_ray_sweep_ships_a_run_model_to_its_tasks(ray_local, two_class_csv, tmp_path, capsys):
+    """`model.path = "run:NAME"`: the named run lives only in the driver's store; each task gets its
+    folder (no checkpoints) in its scratch store, resolves the name there, and fine-tunes from it."""
+    from conftest import tiny_config
+    from encoderlab.scale.raysweep import run_refs
+    from encoderlab.train.fit import fit
+    store = RunStore(tmp_path / "runs")
+    base = fit(tiny_config(two_class_csv, name="base", train__epochs=1), store, progress=False)
+    store.close()
+    exp = _exp(tmp_path, two_class_csv, '"train.lr" = [1e-3]')
+    Path(exp).write_text(Path(exp).read_text().replace(TINY_MODEL_TOML, 'path = "run:base"\ninit = "pretrained"'))
+    from encoderlab import sweep as S
+    points = S.expand(exp)
+    assert run_refs(points[0].cfg) == ["base"]
+    assert main(["--store", str(tmp_path / "runs"), "sweep", exp, "--backend", "ray", "--num-cpus", "2",
+                 "--quiet"]) == 0
+    assert "3 completed, 0 failed" in capsys.readouterr().out
+    rows = RunStore(tmp_path / "runs").list(group="sw")
+    assert len(rows) == 3 and {r["model"] for r in rows} == {"run:base"}
+    for r in rows:       # the model it started from is the base run's
+        assert RunStore(tmp_path / "runs").get(r["id"]).info["model_source"].endswith(f"{base.id}/model")
+    folders = sorted(p.name for p in (tmp_path / "runs").iterdir() if p.is_dir())
+    assert folders == sorted([base.id] + [r["id"] for r in rows])       # the base was not handed back

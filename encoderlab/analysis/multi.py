@@ -2,6 +2,9 @@
 the number of seeds needed to detect a named difference, and the Friedman test with a Nemenyi
 critical-difference diagram across datasets.
 
+`compare` and `report` show the Friedman test (`across_datasets`) when the runs span several
+datasets, the Holm ranking otherwise.
+
 Libraries: the Friedman test is `scipy.stats.friedmanchisquare`; the Nemenyi critical difference
 uses `scipy.stats.studentized_range`; the paired tests come from `analysis.stats` (scipy's
 `ttest_rel`); the seeds-needed estimate uses `scipy.stats.norm`. Holm's step-down adjustment is
@@ -16,7 +19,7 @@ import numpy as np
 
 from encoderlab.analysis.facts import read_facts
 from encoderlab.metrics import LOWER_IS_BETTER
-from encoderlab.analysis.configs import REPLICATE_KEYS, group, label, varied_fixed
+from encoderlab.analysis.configs import DATASET_KEYS, REPLICATE_KEYS, group, label, varied_fixed
 from encoderlab.analysis.render import Table
 from encoderlab.analysis.stats import fmt_pm, mean_std, paired_stats
 from encoderlab.store.runs import Run
@@ -122,8 +125,24 @@ def friedman(scores: np.ndarray, names: Sequence[str], alpha: float = 0.05) -> d
     if k >= 3 and n >= 2:
         res = stats.friedmanchisquare(*scores.T)
         out.update(statistic=float(res.statistic), p_value=float(res.pvalue))
+        # the smallest p any data can give: every dataset ranks the configurations the same way
+        out["p_floor"] = float(stats.chi2.sf(n * (k - 1), k - 1))
         q = stats.studentized_range.ppf(1 - alpha, k, np.inf) / math.sqrt(2)
         out["cd"] = float(q * math.sqrt(k * (k + 1) / (6 * n)))
+    return out
+
+
+def untold(mean_ranks: Sequence[float], cd: float) -> list[tuple[float, float]]:
+    """The (lowest, highest) mean rank of each maximal group of configurations whose mean ranks
+    all lie within `cd` of each other (the thick lines of the diagram); a group inside another
+    is left out."""
+    ranks = sorted(mean_ranks)
+    out, reach = [], -math.inf
+    for lo in ranks:
+        hi = max(r for r in ranks if lo <= r < lo + cd)
+        if hi > lo and hi > reach:
+            out.append((lo, hi))
+            reach = hi
     return out
 
 
@@ -151,13 +170,8 @@ def cd_diagram(result: dict) -> bytes:
     if cd:
         ax.plot([1, 1 + cd], [1.2, 1.2], color="black", lw=2)
         ax.text(1 + cd / 2, 1.4, f"CD = {cd:.2f}", ha="center", fontsize=8)
-        level = 0.5
-        for a in range(k):
-            lo = ranks[order[a]]
-            tied = [j for j in order if lo <= ranks[j] < lo + cd]
-            if len(tied) > 1:
-                ax.plot([lo, ranks[tied[-1]]], [-level, -level], color="black", lw=3)
-                level += 0.25
+        for n, (lo, hi) in enumerate(untold(ranks, cd)):
+            ax.plot([lo, hi], [-0.5 - 0.25 * n, -0.5 - 0.25 * n], color="black", lw=3)
     ax.axis("off")
     title = "critical difference (Nemenyi)"
     if result["p_value"] is not None:
@@ -168,16 +182,19 @@ def cd_diagram(result: dict) -> bytes:
 
 def dataset_matrix(runs: Sequence[Run], metric: str = "accuracy", split: str = "test"):
     """(scores (datasets x configurations), config names, dataset names): each cell the mean over
-    seeds; only configurations scored on every dataset."""
+    seeds; a configuration is the runs equal but for the dataset (`DATASET_KEYS`: source and its
+    columns) and the replicate keys; only configurations scored on every dataset are kept."""
+    from encoderlab.analysis.compare import short_names
     facts = [f for f in read_facts(runs) if f.value(split, metric) is not None]
-    keys = tuple(REPLICATE_KEYS) + ("data.source",)
+    short = short_names([f.flat.get("data.source", "") for f in facts])
+    keys = tuple(REPLICATE_KEYS) + tuple(DATASET_KEYS)
     groups = group(facts, keys)
     varied, _ = varied_fixed([g[0].flat for g in groups], keys) if groups else ([], {})
     cells: dict[str, dict[str, float]] = {}
     for g in groups:
         name = label(g[0].flat, varied) if varied else g[0].name
-        for ds in {f.flat.get("data.source") for f in g}:
-            vals = [f.value(split, metric) for f in g if f.flat.get("data.source") == ds]
+        for ds in {short[f.flat.get("data.source", "")] for f in g}:
+            vals = [f.value(split, metric) for f in g if short[f.flat.get("data.source", "")] == ds]
             cells.setdefault(name, {})[ds] = float(np.mean(vals))
     datasets = sorted({d for c in cells.values() for d in c})
     names = [n for n, c in cells.items() if all(d in c for d in datasets)]
@@ -185,6 +202,51 @@ def dataset_matrix(runs: Sequence[Run], metric: str = "accuracy", split: str = "
     if metric in LOWER_IS_BETTER:
         scores = -scores
     return scores, names, datasets
+
+
+def across_datasets(runs: Sequence[Run], metric: str = "accuracy", split: str = "test") -> dict | None:
+    """`friedman` over the runs' configurations x datasets (with the dataset names, metric and
+    split), or None when the runs do not span two or more datasets."""
+    scores, names, datasets = dataset_matrix(runs, metric, split)
+    if len(datasets) < 2:
+        return None
+    if not names:
+        scores = np.zeros((len(datasets), 0))
+    res = friedman(scores, names)
+    res.update(dataset_names=datasets, metric=metric, split=split,
+               scores=(-scores if metric in LOWER_IS_BETTER else scores).tolist())
+    return res
+
+
+def friedman_line(res: dict) -> str:
+    """The one-line verdict of `across_datasets`: statistic, p, N datasets, k configurations and
+    the library that computed them."""
+    n, k, what = res["datasets"], res["configurations"], f"{res['split']} {res['metric']}"
+    if res["p_value"] is None:
+        return (f"Friedman test: needs >= 3 configurations scored on every one of the {n} datasets, found {k} "
+                "(compare two with `compare --paired`)")
+    return (f"Friedman test over N = {n} datasets x k = {k} configurations ({what}, mean over seeds): "
+            f"chi2 = {res['statistic']:.3f}, p = {res['p_value']:.3g} (scipy.stats.friedmanchisquare); "
+            f"Nemenyi critical difference {res['cd']:.2f} mean ranks at alpha {res['alpha']:g} "
+            "(scipy.stats.studentized_range): configurations whose mean ranks differ by less are not told apart"
+            + (f"; with {n} datasets even identical rankings on all of them give p = {res['p_floor']:.3g}: "
+               f"add datasets to reach {res['alpha']:g}" if res.get("p_floor", 0) > res["alpha"] else ""))
+
+
+def friedman_table(res: dict) -> Table:
+    """Configurations by mean rank across datasets (1 = best), each dataset's score beside it;
+    the Friedman line as its note."""
+    rows = []
+    for j, name in enumerate(res["names"]):
+        row = {"config": name, "mean_rank": res["mean_ranks"][j]}
+        row.update({ds: res["scores"][i][j] for i, ds in enumerate(res["dataset_names"])})
+        rows.append(row)
+    rows.sort(key=lambda r: r["mean_rank"])
+    cols = [("config", "configuration"), ("mean_rank", "mean rank")] + [(d, d) for d in res["dataset_names"]]
+    t = Table(rows, cols, title=f"mean rank across {res['datasets']} datasets by {res['split']} {res['metric']} "
+                                "(1 = best on a dataset)")
+    t.warnings = [friedman_line(res)]
+    return t
 
 
 def pruned_table(runs: Sequence[Run]) -> Table:
@@ -204,11 +266,14 @@ def pruned_table(runs: Sequence[Run]) -> Table:
 
 def extra_tables(runs: Sequence[Run], pruned: Sequence[Run], metric: str = "accuracy", split: str = "test",
                  detect: float | None = None) -> list[Table]:
-    """What `compare` shows after the configuration table: the Holm-corrected ranking when more
-    than two configurations are compared (or a `detect` difference is named), the pruned runs."""
+    """What `compare` shows after the configuration table: across several datasets the Friedman
+    test on the configurations' mean ranks; else the Holm-corrected ranking when more than two
+    configurations are compared (or a `detect` difference is named); then the pruned runs."""
     out = []
-    n_configs = len(group(read_facts(runs), REPLICATE_KEYS))
-    if n_configs > 2 or detect:
+    res = across_datasets(runs, metric, split)
+    if res is not None:
+        out.append(friedman_table(res))
+    elif len(group(read_facts(runs), REPLICATE_KEYS)) > 2 or detect:
         out.append(ranking_table(runs, metric, split, detect))
     if pruned:
         out.append(pruned_table(pruned))

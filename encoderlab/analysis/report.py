@@ -149,6 +149,18 @@ def _search(runs: Sequence[Run]):
     return searchreport.section(runs)
 
 
+def _datasets(runs: Sequence[Run]):
+    """Across several datasets: (the Friedman test result, its mean-rank table, the critical-
+    difference diagram PNG or None when there are fewer than 3 configurations), else None."""
+    from encoderlab.analysis import multi
+    from encoderlab.tasks import metric_for_runs
+    done = [r for r in runs if r.status == "completed"]
+    res = multi.across_datasets(done, metric_for_runs(done)) if done else None
+    if res is None:
+        return None
+    return res, multi.friedman_table(res), multi.cd_diagram(res) if res["cd"] is not None else None
+
+
 def _pruned(runs: Sequence[Run]):
     from encoderlab.analysis import multi
     pruned = [r for r in runs if r.status == "pruned"]
@@ -190,6 +202,15 @@ def write_html(runs: Sequence[Run], path: str | Path, title: str = "encoderlab r
     if ranking is not None:
         parts += ["<h2>Ranking: held-out domains</h2>", f"<p class='muted'>{e(ranking.title)}</p>",
                   R.to_html(ranking.rows, ranking.columns)]
+    across = _datasets(runs)
+    if across is not None:
+        res, ranks, cd_png = across
+        parts += ["<h2 id='datasets'>Across datasets: Friedman test and critical difference</h2>",
+                  f"<p class='info'>{e(ranks.warnings[0])}</p>", f"<p class='muted'>{e(ranks.title)}</p>",
+                  R.to_html(ranks.rows, ranks.columns)]
+        if cd_png is not None:
+            parts.append("<img alt='critical difference diagram' src='data:image/png;base64,"
+                         + base64.b64encode(cd_png).decode() + "'>")
     search, pruned = _search(runs), _pruned(runs)
     if search is not None:
         parts += [f"<h2 id='search'>Search: {e(search.group)}</h2>", f"<p class='muted'>{e(search.best.title)}</p>",
@@ -247,6 +268,14 @@ def write_markdown(runs: Sequence[Run], path: str | Path, title: str = "encoderl
         out += ["Fixed settings: " + ", ".join(f"`{k} = {v}`" for k, v in table.fixed.items()), ""]
     if ranking is not None:
         out += ["## Ranking: held-out domains", "", ranking.render("markdown").strip(), ""]
+    across = _datasets(runs)
+    if across is not None:
+        res, ranks, cd_png = across
+        out += ["## Across datasets: Friedman test and critical difference", "", ranks.warnings[0], "",
+                ranks.render("markdown").strip(), ""]
+        if cd_png is not None:
+            (files / "cd.png").write_bytes(cd_png)
+            out += [f"![critical difference diagram]({rel}/cd.png)", ""]
     search, pruned = _search(runs), _pruned(runs)
     if search is not None:
         (files / "slice.png").write_bytes(search.slice_png)

@@ -40,7 +40,12 @@ def cmd_compare(args):
             emit(CMP.checkpoint_table(run), args.format)
         return
     elif args.by_dataset:
-        table = CMP.dataset_table(runs, metric=args.metric, split=args.split)
+        from encoderlab.analysis import multi
+        emit(CMP.dataset_table(runs, metric=args.metric, split=args.split), args.format)
+        res = multi.across_datasets(runs, args.metric, args.split)
+        if res is not None:
+            emit(multi.friedman_table(res), args.format)
+        return
     else:
         from encoderlab.analysis import multi, select as SEL
         emit(CMP.config_table(runs, metric=args.metric), args.format)

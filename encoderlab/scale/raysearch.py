@@ -12,33 +12,28 @@ folders straight into the store, still without touching the index."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 from encoderlab import search as SE
 from encoderlab import tasks
-from encoderlab.scale.raysweep import connect
+from encoderlab.scale.raysweep import connect, install, parents, run_refs, scratch_store
 from encoderlab.store.runs import RunStore
 
 
 def _trial(coord, number: int, configs: list, done: dict, store_root: str, shared: bool, metric: str,
-           prune_collapsed: bool, threads: int):
+           prune_collapsed: bool, threads: int, needs: list = ()):
     import ray
     from encoderlab import machine
     from encoderlab.store.handoff import pack
     machine.THREADS_DEFAULT = threads
     node = ray.get_runtime_context().get_node_id()
-    if shared:
-        root = Path(store_root)
-    else:
-        scratch = Path(os.environ.get("ENCODERLAB_SCRATCH") or tempfile.gettempdir())
-        scratch.mkdir(parents=True, exist_ok=True)
-        root = Path(tempfile.mkdtemp(prefix=f"trial-{number}-", dir=scratch))
+    root = Path(store_root) if shared else scratch_store(f"trial-{number}-")
     store = RunStore(root, indexed=False)
     try:
+        if not shared:
+            install(ray, needs, root)       # runs the config names as run:REF
         result = SE.run_trial(number, configs, done, store,
                               lambda step, v: ray.get(coord.report.remote(number, step, v)),
                               metric=metric, prune_collapsed=prune_collapsed)
@@ -72,6 +67,8 @@ def run_search(path: str | Path, store: RunStore, overrides: list[str] = (), *, 
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     root = str(Path(store.root).resolve())
+    searched = [v[4:] for d in spec.space.values() for v in d.choices if isinstance(v, str) and v.startswith("run:")]
+    needs = [] if shared else parents(ray, list(dict.fromkeys(run_refs(base) + searched)), store, {})
     store.close()       # the driver never holds the index open: the actor is its one writer
     coord = ray.remote(num_cpus=0)(SE.Coordinator).options(scheduling_strategy=here).remote(root, base, spec)
     task = ray.remote(num_cpus=cpus_per_run, max_retries=0)(_trial)
@@ -90,7 +87,7 @@ def run_search(path: str | Path, store: RunStore, overrides: list[str] = (), *, 
             configs = ray.get(coord.configs.remote(params))
             done = ray.get(coord.done.remote(params))
             ref = task.options(name=f"trial-{number}").remote(coord, number, configs, done, root, shared,
-                                                              tasks.metric_of(base), prune_collapsed, threads)
+                                                              tasks.metric_of(base), prune_collapsed, threads, needs)
             pending[ref] = (number, params)
         if not pending:
             break

@@ -12,13 +12,14 @@ from pathlib import Path
 from encoderlab.errors import StoreError
 
 
-def pack(run_dir: str | Path) -> bytes:
-    """One run folder as gzipped tar bytes (checkpoints left out: a finished or pruned run of a
-    search is not resumed elsewhere)."""
+def pack(run_dir: str | Path, checkpoints: bool = False) -> bytes:
+    """One run folder as gzipped tar bytes; checkpoints left out unless `checkpoints` (a finished
+    run has none worth moving; an interrupted run sent to a worker to resume needs them)."""
     run_dir = Path(run_dir)
     buf = io.BytesIO()
+    skip = (lambda t: t) if checkpoints else (lambda t: None if "/checkpoints" in t.name else t)
     with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tar:
-        tar.add(run_dir, arcname=run_dir.name, filter=lambda t: None if "/checkpoints" in t.name else t)
+        tar.add(run_dir, arcname=run_dir.name, filter=skip)
     return buf.getvalue()
 
 

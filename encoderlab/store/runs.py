@@ -96,6 +96,9 @@ class RunStore:
 
     @property
     def con(self) -> sqlite3.Connection:
+        if not self.indexed:    # a worker's view: reading or writing the index here is a bug
+            raise StoreError(f"this view of {self.root} writes run folders only; the index belongs to "
+                             "one writer (the search coordinator / the sweep driver)")
         if self._con is None:
             self.root.mkdir(parents=True, exist_ok=True)
             self._con = index.connect(self.root / "index.sqlite")
@@ -232,13 +235,22 @@ class RunStore:
         hits = [i for i in ids if i.startswith(ref) or i.endswith(ref)]
         if len(hits) == 1:
             return Run(self, self.root / hits[0])
-        named = [r for r in self.list(name=ref) if r["name"] == ref] if ids else []
+        named = self._named(ref) if ids else []
         if named:
             done = [r for r in named if r["status"] == "completed"]
             return Run(self, self.root / (done or named)[-1]["id"])
         if not hits:
             raise StoreError(f"no run '{ref}' in {self.root} (see `encoderlab runs`)")
         raise StoreError(f"'{ref}' matches {len(hits)} runs: {', '.join(hits[:5])}; give more of the id")
+
+    def _named(self, name: str) -> list[dict]:
+        """Rows of the runs called `name`, oldest first: from the index, or from the run folders
+        in a view without one."""
+        if self.indexed:
+            return [r for r in self.list(name=name) if r["name"] == name]
+        infos = [Run(self, self.root / i).info for i in self.ids()]
+        rows = [{**info, "status": self.effective_status(info)} for info in infos if info.get("name") == name]
+        return sorted(rows, key=lambda r: (r.get("created") or "", r["id"]))
 
     def ids(self) -> list[str]:
         if not self.root.exists():

@@ -68,6 +68,17 @@ def test_suggestions_lie_inside_the_range_below_divergence(wide, full):
     assert "suggested train.lr" in wide.summary() and "diverged" in wide.summary()
 
 
+def test_range_spans_the_two_rules_and_reads_as_a_search_line(wide):
+    import tomllib
+    lo, hi = wide.lr_range
+    assert (lo, hi) == (min(wide.suggestions.values()), max(wide.suggestions.values())) and lo < hi
+    assert f"{lo:.2e} .. {hi:.2e}" in wide.summary()
+    spec = tomllib.loads(wide.search_line())["train.lr"]["log_uniform"]
+    assert spec == [float(f"{lo:.2g}"), float(f"{hi:.2g}")]
+    one = LRFindResult.from_dict({**wide.to_dict(), "suggestions": {"min/10": lo, "steepest": None}})
+    assert one.lr_range is None and one.search_line() is None and "range" not in one.summary()
+
+
 def test_training_at_the_suggestion_beats_a_collapsing_lr(full, two_class_csv, tmp_path):
     from encoderlab.store.runs import RunStore
     store = RunStore(tmp_path / "runs")
@@ -91,6 +102,7 @@ def test_save_writes_json_and_png_and_loads_back(wide, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     data = json.loads(js.read_text())          # strict JSON: no NaN
     assert data["suggested"] == wide.suggested and len(data["lrs"]) == len(wide.lrs)
+    assert data["range"] == list(wide.lr_range)
     back = LRFindResult.load(tmp_path / "out")
     assert back.suggestions == wide.suggestions and back.lrs == wide.lrs
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["lrfind.json", "lrfind.png"]

@@ -167,6 +167,8 @@ def cmd_lrfind(args):
     console.print(result.summary(), markup=False)
     console.print(f"plot: {png_path}   data: {json_path}")
     console.print(f"use it: encoderlab run {args.file} train.lr={result.suggested:.2g}")
+    if result.search_line():
+        console.print(f"or search the range: [sweep] search = \"tpe\" with {result.search_line()}", markup=False)
 
 
 def cmd_config(args):

@@ -75,6 +75,22 @@ class LRFindResult:
     setup: dict = field(default_factory=dict)   # model, data and batch settings the test ran with
     notes: list[str] = field(default_factory=list)  # caveats (range too narrow, too few steps, ...)
 
+    @property
+    def lr_range(self) -> tuple[float, float] | None:
+        """The learning rates worth searching: from the lower to the higher of the two rules
+        (min/10 and steepest), or None when one of them is undefined. Measured on wordnet-lexname
+        (docs/search.md): the best train.lr of a 40-configuration grid and of a TPE search lay
+        between min/10 and steepest on every seed, min/10 alone was 1.5-3x below it."""
+        vals = [v for v in self.suggestions.values() if v is not None]
+        if len(vals) < 2:
+            return None
+        return min(vals), max(vals)
+
+    def search_line(self) -> str | None:
+        """The `[sweep]` line that searches `lr_range` (log-uniform), for a search experiment."""
+        r = self.lr_range
+        return None if r is None else f'"train.lr" = {{ log_uniform = [{r[0]:.2g}, {r[1]:.2g}] }}'
+
     # -- reporting -------------------------------------------------------------------------------
 
     def summary(self) -> str:
@@ -82,18 +98,23 @@ class LRFindResult:
                           if r != self.rule and v is not None)
         end = (f"diverged at lr {self.stop_lr:.2e} after {len(self.lrs)} of {self.steps} steps"
                if self.diverged else f"reached lr {self.stop_lr:.2e} without diverging")
+        r = self.lr_range
         return (f"suggested train.lr = {self.suggested:.2e} ({self.rule}: {RULES[self.rule]})"
                 + (f"; also {other}" if other else "")
+                + (f"; range worth searching {r[0]:.2e} .. {r[1]:.2e}" if r else "")
                 + f"; min smoothed loss {self.min_loss:.4f} at lr {self.min_lr:.2e}; {end}; "
                 f"{self.seconds:.0f} s" + "".join(f"\nnote: {n}" for n in self.notes))
 
     def to_dict(self) -> dict:
         """JSON-safe (NaN/inf become null)."""
-        return _json_safe(asdict(self))
+        d = _json_safe(asdict(self))
+        d["range"] = list(self.lr_range) if self.lr_range else None
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "LRFindResult":
         d = dict(d)
+        d.pop("range", None)           # derived from the suggestions
         for k in ("losses", "smoothed"):
             d[k] = [float("nan") if v is None else v for v in d[k]]
         return cls(**d)

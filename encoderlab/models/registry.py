@@ -39,6 +39,9 @@ FAMILIES: dict[str, dict] = {
                    "hidden_dim": "intermediate_size"},
     "electra": {"embedding_size": 8}, "xlm-roberta": _OFFSET_POSITIONS, "camembert": _OFFSET_POSITIONS,
     "deberta": {}, "deberta-v2": {}, "mpnet": _OFFSET_POSITIONS,
+    # rotary positions, no segment embeddings; every 3rd layer global, the others see a window of
+    # `local_attention` tokens (small here so the tests' sequences reach past it); mean pooling
+    "modernbert": {"local_attention": 16, "classifier_pooling": "mean"},
 }
 
 
@@ -71,12 +74,23 @@ def _albert_config():
     return AlbertConfig(hidden_size=768, num_attention_heads=12, intermediate_size=3072)
 
 
+def _modernbert_config():
+    from transformers import ModernBertConfig
+    # ModernBERT-base shape (22 layers, global attention every 3rd, 128-token window elsewhere);
+    # the released checkpoints pool by the mean ("classifier_pooling": "mean"), not [CLS], which a
+    # local-attention layer does not let see the whole sequence
+    return ModernBertConfig(classifier_pooling="mean")
+
+
 # name -> (transformers config with the family's defaults, one-line description)
 ARCHITECTURES: dict[str, tuple[Callable[[], object], str]] = {
     "bert": (_bert_config, "BERT-base shape, no weights (12 layers, 768 hidden, 12 heads); set "
                            "model.tokenizer and the size overrides"),
     "albert": (_albert_config, "ALBERT-base shape, no weights (12 layers sharing one, 768 hidden, "
                                "128 embedding); set model.tokenizer and the size overrides"),
+    "modernbert": (_modernbert_config, "ModernBERT-base shape, no weights (22 layers, 768 hidden, rotary "
+                                       "positions, global attention every 3rd layer, 128-token window "
+                                       "elsewhere, mean pooling); set model.tokenizer and the size overrides"),
 }
 
 

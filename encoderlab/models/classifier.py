@@ -140,14 +140,17 @@ def check_length(config, max_length: int) -> None:
 
 def default_pooling(folder: Path, config=None) -> str:
     """Sentence-embedding checkpoints (sentence-transformers layout) were trained with mean pooling;
-    a ModernBERT-family config names its own (`classifier_pooling`, "mean" in the released ones);
-    anything else pools [CLS]."""
+    the ModernBERT family pools as its config.json says (`classifier_pooling`), else by the mean
+    like the released checkpoints (with local attention, [CLS] does not see a long sequence in most
+    layers); anything else pools [CLS]."""
     pooling_cfg = folder / "1_Pooling" / "config.json"
     if pooling_cfg.exists():
         p = json.loads(pooling_cfg.read_text())
         return "cls" if p.get("pooling_mode_cls_token") else "mean"
-    if getattr(config, "classifier_pooling", None) in ("cls", "mean"):
-        return config.classifier_pooling
+    if getattr(config, "model_type", None) == "modernbert":
+        # transformers' own default is "cls": only a value the folder states counts
+        stated = json.loads((folder / "config.json").read_text()).get("classifier_pooling")
+        return stated if stated in ("cls", "mean") else "mean"
     return "cls"
 
 

@@ -40,8 +40,8 @@ FAMILIES: dict[str, dict] = {
     "electra": {"embedding_size": 8}, "xlm-roberta": _OFFSET_POSITIONS, "camembert": _OFFSET_POSITIONS,
     "deberta": {}, "deberta-v2": {}, "mpnet": _OFFSET_POSITIONS,
     # rotary positions, no segment embeddings; every 3rd layer global, the others see a window of
-    # `local_attention` tokens (small here so the tests' sequences reach past it); mean pooling
-    "modernbert": {"local_attention": 16, "classifier_pooling": "mean"},
+    # `local_attention` tokens (small here so the tests' sequences reach past it)
+    "modernbert": {"local_attention": 16},
 }
 
 

@@ -159,7 +159,8 @@ def test_tiny_modernbert_fits_truncates_distills_and_exports_with_equal_labels(t
     from encoderlab import predict as P
     from encoderlab.cost import derive
     from encoderlab.train.distill import distill
-    teacher = fit(tiny_config(two_class_csv, name="mb", model=dict(TINY_MB)), store, progress=False)
+    teacher = fit(tiny_config(two_class_csv, name="mb", model=dict(TINY_MB), train__epochs=2), store,
+                  progress=False)
     assert teacher.status == "completed"
     assert teacher.info["test_accuracy"] > teacher.info["data"]["majority_baseline_test"]
 
@@ -170,7 +171,7 @@ def test_tiny_modernbert_fits_truncates_distills_and_exports_with_equal_labels(t
     raw = C.to_dict(teacher.config())
     raw["name"] = "mb-student"
     raw["compress"] = {"teacher": teacher.id, "layers": "0,3", "hidden_weight": 1.0}
-    raw["train"].update(epochs=2)
+    raw["train"].update(epochs=1)
     student = distill(C.from_dict(C.ExperimentConfig, raw), store, progress=False)
     saved = json.loads((student.dir / "model" / "config.json").read_text())
     assert saved["layer_types"] == [FULL, FULL] and saved["num_hidden_layers"] == 2

@@ -168,20 +168,28 @@ def prepare(cfg: ModelConfig, store_root=None) -> tuple[Path, object, object]:
     config = AutoConfig.from_pretrained(folder)
     _apply_overrides(config, cfg)
     if not cfg.tokenizer:
-        return folder, config, AutoTokenizer.from_pretrained(folder)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        if cfg.init == "random":    # fresh embeddings: the ids the config names are the folder tokenizer's
+            _special_ids_from(tokenizer, config)
+        return folder, config, tokenizer
     tokenizer = AutoTokenizer.from_pretrained(registry.resolve_tokenizer(cfg.tokenizer, store_root))
     if cfg.init == "pretrained" and len(tokenizer) != config.vocab_size:
         raise ConfigError(f"model.tokenizer has {len(tokenizer)} tokens but the pretrained model "
                           f"{cfg.path} has {config.vocab_size}: its embeddings belong to its own "
                           "tokenizer; drop model.tokenizer or set model.init = \"random\"")
     config.vocab_size = len(tokenizer)
-    # special ids the config declares (ALBERT: bos/eos) must be the new tokenizer's
+    _special_ids_from(tokenizer, config)
+    return folder, config, tokenizer
+
+
+def _special_ids_from(tokenizer, config) -> None:
+    """Special ids the config declares (ALBERT: bos/eos; ModernBERT: pad/cls/sep, 50k+ in its own
+    vocabulary, out of range of another) become the tokenizer's."""
     for attr, token_id in (("pad_token_id", tokenizer.pad_token_id), ("bos_token_id", tokenizer.cls_token_id),
                            ("eos_token_id", tokenizer.sep_token_id), ("cls_token_id", tokenizer.cls_token_id),
                            ("sep_token_id", tokenizer.sep_token_id)):
         if getattr(config, attr, None) is not None and token_id is not None:
             setattr(config, attr, token_id)
-    return folder, config, tokenizer
 
 
 def build(cfg: ModelConfig, num_labels: int, *, class_weights=None, label_smoothing=0.0,

@@ -110,7 +110,7 @@ def test_truncation_keeps_each_layers_attention_type_and_reloads_as_the_same_mod
     c = model.encoder.config
     assert c.num_hidden_layers == 2 and c.layer_types == [SLIDING, FULL]
     assert [b.attention_type for b in model.encoder.layers] == [SLIDING, FULL]
-    assert model.encoder.layers[0].attn.sliding_window is not None and model.encoder.layers[1].attn.sliding_window is None
+    assert [b.attn.sliding_window is not None for b in model.encoder.layers] == [True, False]
     classifier.save(model, tok, tmp_path / "m", {"labels": ["a", "b"], "head": C.to_dict(C.HeadConfig())})
     saved = json.loads((tmp_path / "m" / "config.json").read_text())
     assert saved["num_hidden_layers"] == 2 and saved["layer_types"] == [SLIDING, FULL]
@@ -155,28 +155,44 @@ def test_max_length_past_the_positions_is_refused(two_class_csv, store, tmp_path
         fit(cfg, store, progress=False)
 
 
-def test_tiny_modernbert_fits_truncates_distills_and_exports_with_equal_labels(two_class_csv, store):
-    from encoderlab import predict as P
+@pytest.fixture(scope="module")
+def modernbert_chain(two_class_csv, tmp_path_factory):
+    """A tiny random ModernBERT fine-tuned on real glosses, its layers 1 and 3 kept by truncate,
+    and a student of its layers 0 and 3 distilled from it (with hidden-state matching)."""
     from encoderlab.cost import derive
+    from encoderlab.store.runs import RunStore
     from encoderlab.train.distill import distill
+    store = RunStore(tmp_path_factory.mktemp("modernbert") / "runs")
     teacher = fit(tiny_config(two_class_csv, name="mb", model=dict(TINY_MB), train__epochs=2), store,
                   progress=False)
-    assert teacher.status == "completed"
-    assert teacher.info["test_accuracy"] > teacher.info["data"]["majority_baseline_test"]
-
     cut, _ = derive.truncate_run(store, teacher, "every:2")          # of 4: layers 1 (sliding), 3 (full)
-    saved = json.loads((cut.dir / "model" / "config.json").read_text())
-    assert saved["layer_types"] == [SLIDING, FULL] and saved["num_hidden_layers"] == 2
-
     raw = C.to_dict(teacher.config())
     raw["name"] = "mb-student"
     raw["compress"] = {"teacher": teacher.id, "layers": "0,3", "hidden_weight": 1.0}
     raw["train"].update(epochs=1)
     student = distill(C.from_dict(C.ExperimentConfig, raw), store, progress=False)
+    yield store, teacher, cut, student
+    store.close()
+
+
+def test_tiny_modernbert_fits_truncates_and_distills(modernbert_chain):
+    _, teacher, cut, student = modernbert_chain
+    assert teacher.status == "completed"
+    assert teacher.info["test_accuracy"] > teacher.info["data"]["majority_baseline_test"]
+    saved = json.loads((cut.dir / "model" / "config.json").read_text())
+    assert saved["layer_types"] == [SLIDING, FULL] and saved["num_hidden_layers"] == 2
+    assert cut.info["parent"] == teacher.id and 0 <= cut.info["test_accuracy"] <= 1
     saved = json.loads((student.dir / "model" / "config.json").read_text())
     assert saved["layer_types"] == [FULL, FULL] and saved["num_hidden_layers"] == 2
-    assert 0 <= student.info["test_accuracy"] <= 1
+    assert student.status == "completed" and student.info["parent"] == teacher.id
+    train = [e for e in student.events() if e["split"] == "train"]
+    assert train and train[0]["metrics"]["hidden"] > 0 and train[0]["metrics"]["soft"] > 0
 
+
+def test_distilled_modernbert_exports_to_onnx_with_equal_labels(modernbert_chain, two_class_csv):
+    from encoderlab import predict as P
+    from encoderlab.cost import derive
+    store, _, _, student = modernbert_chain
     onnx_run, res = derive.export_run(store, student)
     check = res["equivalence"]
     assert check["examples"] == 80 and check["label_agreement"] == 1.0 and check["max_abs_logit_diff"] < 1e-3
@@ -190,7 +206,7 @@ def test_tiny_modernbert_fits_truncates_distills_and_exports_with_equal_labels(t
 def test_tiny_modernbert_trains_on_pairs_and_exports(store):
     """Real WordNet usage/definition pairs: [CLS] a [SEP] b [SEP], no segment ids anywhere."""
     from encoderlab.cost import derive
-    raw = {"name": "mb-pairs", "data": {"source": "builtin:wordnet-usage", "max_train": 300, "max_eval": 60},
+    raw = {"name": "mb-pairs", "data": {"source": "builtin:wordnet-usage", "max_train": 96, "max_eval": 40},
            "encode": {"max_length": 64}, "model": dict(TINY_MB),
            "train": {"epochs": 1, "batch_size": 16, "lr": 3e-3, "precision": "fp32", "threads": 1}}
     run = fit(C.from_dict(C.ExperimentConfig, raw), store, progress=False)

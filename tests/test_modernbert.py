@@ -47,6 +47,10 @@ def test_arch_modernbert_builds_with_the_family_defaults():
                                                                 tok.sep_token_id)
     assert model.encoder.get_input_embeddings().num_embeddings == len(tok)
     assert sorted(p.name for p in folder.iterdir()) == ["config.json"]
+    # layer-wise lr decay and freezing find ModernBERT's blocks (layers.N, no encoder.layer)
+    from encoderlab.train.optim import param_groups
+    lrs = {g["lr"] for g in param_groups(model, C.TrainConfig(lr=1.0, layer_lr_decay=0.5))}
+    assert lrs == {0.5 ** k for k in range(6)}             # embeddings, 4 blocks, final norm + head
     # a deeper random model continues the pattern; head.pooling = "cls" still wins when asked
     deep, _, _ = classifier.build(_model_cfg(num_layers=7, head={"pooling": "cls"}), 3)
     assert deep.encoder.config.layer_types == [FULL, SLIDING, SLIDING] * 2 + [FULL]

@@ -69,6 +69,21 @@ def test_a_local_modernbert_folder_loads_and_num_layers_keeps_the_first_layers(t
     assert model.pooling == "mean"
 
 
+def test_a_hub_style_config_without_layer_types_is_read(tmp_path):
+    """Released ModernBERT config.json files state the pattern as global_attn_every_n_layers and
+    the rotary bases by name; transformers turns them into layer_types, which num_layers then cuts."""
+    folder = tmp_path / "hub"
+    folder.mkdir()
+    config = {**registry.small_config("modernbert", num_hidden_layers=6), "global_attn_every_n_layers": 2,
+              "global_rope_theta": 160000.0, "local_rope_theta": 10000.0, "classifier_pooling": "cls"}
+    (folder / "config.json").write_text(json.dumps(config))
+    cfg = C.from_dict(C.ModelConfig, {"path": str(folder), "init": "random", "tokenizer": "builtin:minilm-l6",
+                                      "num_layers": 3})
+    model, _, _ = classifier.build(cfg, 2)
+    assert model.encoder.config.layer_types == [FULL, SLIDING, FULL]
+    assert model.pooling == "cls"                          # the folder's own classifier_pooling
+
+
 def test_irregular_attention_pattern_cannot_grow(tmp_path):
     folder = tmp_path / "odd"
     folder.mkdir()

@@ -160,3 +160,16 @@ def test_pairs_feed_segment_ids_to_bert():
     """transformers wraps forward in decorators; segment ids must still reach the encoder."""
     model, _, _ = classifier.build(C.from_dict(C.ModelConfig, {"num_layers": 1}), 2)
     assert model.uses_token_types
+
+
+def test_truncation_finds_each_familys_blocks_and_refuses_shared_ones(tmp_path, minilm_tokenizer_files):
+    from encoderlab.models.layers import truncate
+    for family, blocks in (("distilbert", "transformer.layer"), ("modernbert", "layers"), ("albert", None)):
+        folder = _family_folder(family, tmp_path / family, minilm_tokenizer_files)
+        model, _, _ = classifier.build(C.from_dict(C.ModelConfig, {"path": str(folder), "init": "random"}), 2)
+        if blocks is None:      # ALBERT shares one layer across depth: nothing to cut
+            with pytest.raises(ConfigError, match="cannot truncate a albert encoder"):
+                truncate(model, [1])
+            continue
+        truncate(model, [1])
+        assert len(model.encoder.get_submodule(blocks)) == 1 and model.encoder.config.num_hidden_layers == 1

@@ -45,8 +45,8 @@ def parse_layers(spec: str, num_layers: int) -> list[int]:
 _STACKS = ("encoder.layer", "transformer.layer", "layers")
 
 
-def _stack(encoder: torch.nn.Module) -> tuple[torch.nn.Module, str] | None:
-    """(the module holding the stack, its attribute name), or None."""
+def _stack(encoder: torch.nn.Module) -> tuple[torch.nn.Module, str]:
+    """(the module holding the stack of transformer blocks, its attribute name)."""
     for path in _STACKS:
         *parents, name = path.split(".")
         obj = encoder
@@ -54,16 +54,13 @@ def _stack(encoder: torch.nn.Module) -> tuple[torch.nn.Module, str] | None:
             obj = getattr(obj, part, None)
         if isinstance(getattr(obj, name, None), torch.nn.ModuleList):
             return obj, name
-    return None
+    raise ConfigError(f"cannot truncate a {encoder.config.model_type} encoder: it has no per-layer weights "
+                      "(ALBERT shares one layer across depth)")
 
 
 def encoder_layers(encoder: torch.nn.Module) -> torch.nn.ModuleList:
     """The stack of transformer blocks."""
-    found = _stack(encoder)
-    if found is None:
-        raise ConfigError(f"cannot truncate a {encoder.config.model_type} encoder: it has no per-layer weights "
-                          "(ALBERT shares one layer across depth)")
-    return getattr(*found)
+    return getattr(*_stack(encoder))
 
 
 def keep_layer_types(config, layers: list[int]) -> None:
@@ -77,9 +74,7 @@ def keep_layer_types(config, layers: list[int]) -> None:
 
 def truncate(model: classifier.Classifier, layers: list[int]) -> classifier.Classifier:
     """Keep only `layers` of the encoder, with their weights; the config follows."""
-    parent, name = _stack(model.encoder) or (None, None)
-    if parent is None:
-        encoder_layers(model.encoder)       # raises the clear error
+    parent, name = _stack(model.encoder)
     stack = getattr(parent, name)
     kept = torch.nn.ModuleList([stack[i] for i in layers])
     for new_idx, block in enumerate(kept):

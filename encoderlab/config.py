@@ -92,19 +92,21 @@ class HeadConfig:
     type: str = opt("linear", "classification head on the pooled vector", ("linear", "mlp"))
     hidden: int = opt(512, "hidden units of the MLP head")
     dropout: float = opt(0.1, "dropout before each head layer")
-    pooling: str = opt("auto", "how token vectors become one vector; auto = mean for "
-                       "sentence-embedding models, cls otherwise", ("auto", "cls", "mean"))
+    pooling: str = opt("auto", "how token vectors become one vector; auto = mean for sentence-embedding "
+                       "models and the ModernBERT family (unless its config.json says classifier_pooling "
+                       "= \"cls\"), cls otherwise", ("auto", "cls", "mean"))
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    path: str = opt("builtin:minilm-l6", "builtin:NAME, run:ID, arch:bert / arch:albert (no weights) "
+    path: str = opt("builtin:minilm-l6", "builtin:NAME, run:ID, arch:bert / arch:albert / arch:modernbert (no weights) "
                     "or a local Hugging Face model directory")
     tokenizer: str = opt("", "tokenizer folder (e.g. from `encoderlab tokenizer train`) or run:ID; "
                          "empty = the model's own; when set, the vocabulary size follows it", late=True)
     init: str = opt("pretrained", "pretrained weights, or the same architecture from random init",
                     ("pretrained", "random"))
-    num_layers: int = opt(0, "keep only the first N encoder layers (0 = all)")
+    num_layers: int = opt(0, "keep only the first N encoder layers (0 = all); a per-layer "
+                         "attention list (ModernBERT's layer_types) follows")
     hidden_size: int = opt(0, "random init only: hidden size override (0 = keep)")
     num_heads: int = opt(0, "random init only: attention heads override (0 = keep)")
     intermediate_size: int = opt(0, "random init only: feed-forward size override (0 = keep)")

@@ -8,6 +8,7 @@ import shutil
 import pytest
 import torch
 
+from conftest import real_rows
 from encoderlab import config as C
 from encoderlab.errors import ConfigError
 from encoderlab.models import classifier, registry
@@ -18,23 +19,53 @@ def minilm_tokenizer_files():
     return registry.resolve("builtin:minilm-l6")
 
 
-@pytest.mark.parametrize("family", list(registry.FAMILIES))
-def test_family_builds_random_and_classifies(family, tmp_path, minilm_tokenizer_files):
-    """The registry is the test list: a family is tested the day it is registered."""
-    folder = tmp_path / family
+def _family_folder(family, folder, tokenizer_files):
     folder.mkdir()
     for f in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(minilm_tokenizer_files / f, folder / f)
+        shutil.copy(tokenizer_files / f, folder / f)
     (folder / "config.json").write_text(json.dumps(registry.small_config(family)))
-    cfg = C.from_dict(C.ModelConfig, {"path": str(folder), "init": "random"})
+    return folder
+
+
+@pytest.mark.parametrize("family", list(registry.FAMILIES))
+def test_family_builds_random_and_learns_a_batch(family, tmp_path, minilm_tokenizer_files):
+    """The registry is the test list: a family is tested the day it is registered."""
+    folder = _family_folder(family, tmp_path / family, minilm_tokenizer_files)
+    cfg = C.from_dict(C.ModelConfig, {"path": str(folder), "init": "random", "dropout": 0.0})
+    torch.manual_seed(0)
     model, tok, _ = classifier.build(cfg, 3)
-    batch = tok(["a dog", "a small grey cat"], padding=True, return_tensors="pt")
-    out = model(batch["input_ids"], batch["attention_mask"], labels=torch.tensor([0, 2]))
-    assert out["logits"].shape == (2, 3)
     assert model.encoder.config.model_type == family
-    out["loss"].backward()
-    assert model.head.net[-1].weight.grad is not None
     assert sum(p.numel() for p in model.parameters()) < 1_000_000
+    rows = real_rows("wordnet-lexname", "train", n=12)
+    texts, labels = [r["text"] for r in rows], torch.tensor([i % 3 for i in range(12)])
+    batch = tok(texts, padding=True, truncation=True, max_length=48, return_tensors="pt")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(12):         # the same 12 real glosses: the model must start memorising them
+        out = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), labels=labels)
+        assert out["logits"].shape == (12, 3)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(out["loss"].item())
+    assert model.encoder.get_input_embeddings().weight.grad.abs().sum() > 0     # the encoder learns, not only the head
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+@pytest.mark.parametrize("family", list(registry.FAMILIES))
+def test_family_fits_saves_and_reloads(family, tmp_path, minilm_tokenizer_files, two_class_csv, store):
+    """A few fit steps on real glosses, the model saved in Hugging Face format and loaded again."""
+    from conftest import tiny_config
+    from encoderlab.train.fit import fit
+    folder = _family_folder(family, tmp_path / family, minilm_tokenizer_files)
+    cfg = tiny_config(two_class_csv, model={"path": str(folder), "init": "random"}, data__max_train=96,
+                      train__epochs=1)
+    run = fit(cfg, store, progress=False)
+    assert run.status == "completed" and 0 <= run.info["test_accuracy"] <= 1
+    model, tok, meta = classifier.load(run.dir / "model")
+    assert model.encoder.config.model_type == family and meta["labels"] == ["noun.animal", "noun.artifact"]
+    batch = tok(["a domestic animal", "a tool"], padding=True, return_tensors="pt")
+    assert model(batch["input_ids"], batch["attention_mask"])["logits"].shape == (2, 2)
 
 
 def test_builtin_pretrained_weights_load_and_truncate():
@@ -129,3 +160,16 @@ def test_pairs_feed_segment_ids_to_bert():
     """transformers wraps forward in decorators; segment ids must still reach the encoder."""
     model, _, _ = classifier.build(C.from_dict(C.ModelConfig, {"num_layers": 1}), 2)
     assert model.uses_token_types
+
+
+def test_truncation_finds_each_familys_blocks_and_refuses_shared_ones(tmp_path, minilm_tokenizer_files):
+    from encoderlab.models.layers import truncate
+    for family, blocks in (("distilbert", "transformer.layer"), ("modernbert", "layers"), ("albert", None)):
+        folder = _family_folder(family, tmp_path / family, minilm_tokenizer_files)
+        model, _, _ = classifier.build(C.from_dict(C.ModelConfig, {"path": str(folder), "init": "random"}), 2)
+        if blocks is None:      # ALBERT shares one layer across depth: nothing to cut
+            with pytest.raises(ConfigError, match="cannot truncate a albert encoder"):
+                truncate(model, [1])
+            continue
+        truncate(model, [1])
+        assert len(model.encoder.get_submodule(blocks)) == 1 and model.encoder.config.num_hidden_layers == 1

@@ -224,7 +224,7 @@ def print_run_summary(run, fmt: str = "table") -> None:
         name = "validation" if split == "final_validation" else "test"
         line = f"{name} accuracy [bold]{m['accuracy']:.4f}[/]  macro-F1 {m['macro_f1']:.4f}"
         if base is not None:
-            line += f"   majority-class baseline {base:.4f} (always '{escape(str(top))}')"
+            line += f"   majority-class baseline {base:.4f}" + (f" (always '{escape(str(top))}')" if top else "")
         console.print(line)
     if "test" in final:
         console.print(f"scores of the best checkpoint ({final['test'].get('checkpoint', '-')}), chosen on "

@@ -82,6 +82,7 @@ def _apply_overrides(config, cfg: ModelConfig) -> None:
     """Size overrides go through the config's attribute_map (DistilBERT calls layers n_layers)."""
     if cfg.num_layers:
         config.num_hidden_layers = cfg.num_layers
+        _resize_layer_types(config, cfg.num_layers, cfg.path)
     if cfg.init == "random":
         if cfg.hidden_size:
             config.hidden_size = cfg.hidden_size
@@ -95,7 +96,8 @@ def _apply_overrides(config, cfg: ModelConfig) -> None:
         raise ConfigError("model.hidden_size / num_heads / intermediate_size change the architecture; "
                           "they need model.init = \"random\" (pretrained weights would not fit)")
     if cfg.dropout >= 0:
-        for attr in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout"):
+        for attr in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout",
+                     "embedding_dropout", "mlp_dropout"):
             if hasattr(config, attr):
                 setattr(config, attr, cfg.dropout)
     if config.hidden_size % config.num_attention_heads:
@@ -103,12 +105,52 @@ def _apply_overrides(config, cfg: ModelConfig) -> None:
                           f"{config.num_attention_heads} attention heads")
 
 
-def default_pooling(folder: Path) -> str:
-    """Sentence-embedding checkpoints (sentence-transformers layout) were trained with mean pooling."""
+def _resize_layer_types(config, n: int, path: str) -> None:
+    """A per-layer attention list (ModernBERT's `layer_types`) follows `model.num_layers`: the
+    first n entries (the layers kept from a pretrained folder), or, for a deeper random model, the
+    list's own period continued (full attention every k-th layer)."""
+    types = getattr(config, "layer_types", None)
+    if types is None or len(types) == n:
+        return
+    if n < len(types):
+        config.layer_types = list(types[:n])
+        return
+    full = [i for i, t in enumerate(types) if t == "full_attention"]
+    every = full[1] - full[0] if len(full) > 1 else len(types)
+    periodic = ["full_attention" if i % every == 0 else "sliding_attention" for i in range(n)]
+    if full[:1] != [0] or periodic[:len(types)] != list(types):
+        raise ConfigError(f"model.num_layers = {n}: {path} lists attention types for {len(types)} layers "
+                          "in no regular pattern; use at most that many layers")
+    config.layer_types = periodic
+
+
+def check_length(config, max_length: int) -> None:
+    """Refuse encode.max_length past the positions the encoder has (learned tables) or was
+    configured for (rotary: the model would run, on positions it never saw)."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if not limit:
+        return
+    if config.model_type in ("roberta", "xlm-roberta", "camembert", "mpnet"):
+        limit -= (config.pad_token_id or 0) + 1    # positions start after the pad id
+    if max_length > limit:
+        kind = "rotary positions configured up to" if config.model_type == "modernbert" else "position embeddings for"
+        raise ConfigError(f"encode.max_length = {max_length}: the {config.model_type} encoder has {kind} "
+                          f"{limit} tokens; set encode.max_length <= {limit}")
+
+
+def default_pooling(folder: Path, config=None) -> str:
+    """Sentence-embedding checkpoints (sentence-transformers layout) were trained with mean pooling;
+    the ModernBERT family pools as its config.json says (`classifier_pooling`), else by the mean
+    like the released checkpoints (with local attention, [CLS] does not see a long sequence in most
+    layers); anything else pools [CLS]."""
     pooling_cfg = folder / "1_Pooling" / "config.json"
     if pooling_cfg.exists():
         p = json.loads(pooling_cfg.read_text())
         return "cls" if p.get("pooling_mode_cls_token") else "mean"
+    if getattr(config, "model_type", None) == "modernbert":
+        # transformers' own default is "cls": only a value the folder states counts
+        stated = json.loads((folder / "config.json").read_text()).get("classifier_pooling")
+        return stated if stated in ("cls", "mean") else "mean"
     return "cls"
 
 
@@ -126,19 +168,28 @@ def prepare(cfg: ModelConfig, store_root=None) -> tuple[Path, object, object]:
     config = AutoConfig.from_pretrained(folder)
     _apply_overrides(config, cfg)
     if not cfg.tokenizer:
-        return folder, config, AutoTokenizer.from_pretrained(folder)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        if cfg.init == "random":    # fresh embeddings: the ids the config names are the folder tokenizer's
+            _special_ids_from(tokenizer, config)
+        return folder, config, tokenizer
     tokenizer = AutoTokenizer.from_pretrained(registry.resolve_tokenizer(cfg.tokenizer, store_root))
     if cfg.init == "pretrained" and len(tokenizer) != config.vocab_size:
         raise ConfigError(f"model.tokenizer has {len(tokenizer)} tokens but the pretrained model "
                           f"{cfg.path} has {config.vocab_size}: its embeddings belong to its own "
                           "tokenizer; drop model.tokenizer or set model.init = \"random\"")
     config.vocab_size = len(tokenizer)
-    # special ids the config declares (ALBERT: bos/eos) must be the new tokenizer's
+    _special_ids_from(tokenizer, config)
+    return folder, config, tokenizer
+
+
+def _special_ids_from(tokenizer, config) -> None:
+    """Special ids the config declares (ALBERT: bos/eos; ModernBERT: pad/cls/sep, 50k+ in its own
+    vocabulary, out of range of another) become the tokenizer's."""
     for attr, token_id in (("pad_token_id", tokenizer.pad_token_id), ("bos_token_id", tokenizer.cls_token_id),
-                           ("eos_token_id", tokenizer.sep_token_id)):
+                           ("eos_token_id", tokenizer.sep_token_id), ("cls_token_id", tokenizer.cls_token_id),
+                           ("sep_token_id", tokenizer.sep_token_id)):
         if getattr(config, attr, None) is not None and token_id is not None:
             setattr(config, attr, token_id)
-    return folder, config, tokenizer
 
 
 def build(cfg: ModelConfig, num_labels: int, *, class_weights=None, label_smoothing=0.0,
@@ -148,7 +199,7 @@ def build(cfg: ModelConfig, num_labels: int, *, class_weights=None, label_smooth
     encoder = load_encoder(folder, config, pretrained=cfg.init == "pretrained")
     if len(tokenizer) > encoder.get_input_embeddings().num_embeddings:
         encoder.resize_token_embeddings(len(tokenizer))
-    pooling = cfg.head.pooling if cfg.head.pooling != "auto" else default_pooling(folder)
+    pooling = cfg.head.pooling if cfg.head.pooling != "auto" else default_pooling(folder, config)
     model = Classifier(encoder, num_labels, cfg.head, pooling, class_weights, label_smoothing, loss_fn)
     return model, tokenizer, folder
 

@@ -40,27 +40,53 @@ def parse_layers(spec: str, num_layers: int) -> list[int]:
     return layers
 
 
-def encoder_layers(encoder: torch.nn.Module) -> torch.nn.ModuleList:
-    """The stack of transformer blocks (BERT/RoBERTa: encoder.layer; DistilBERT: transformer.layer)."""
-    for path in ("encoder.layer", "transformer.layer"):
+# where each family keeps its stack of blocks: BERT/RoBERTa/DeBERTa encoder.layer, DistilBERT
+# transformer.layer, ModernBERT layers (no `encoder` wrapper)
+_STACKS = ("encoder.layer", "transformer.layer", "layers")
+
+
+def _stack(encoder: torch.nn.Module) -> tuple[torch.nn.Module, str]:
+    """(the module holding the stack of transformer blocks, its attribute name)."""
+    for path in _STACKS:
+        *parents, name = path.split(".")
         obj = encoder
-        for part in path.split("."):
+        for part in parents:
             obj = getattr(obj, part, None)
-        if isinstance(obj, torch.nn.ModuleList):
-            return obj
+        if isinstance(getattr(obj, name, None), torch.nn.ModuleList):
+            return obj, name
     raise ConfigError(f"cannot truncate a {encoder.config.model_type} encoder: it has no per-layer weights "
                       "(ALBERT shares one layer across depth)")
 
 
+def encoder_layers(encoder: torch.nn.Module) -> torch.nn.ModuleList:
+    """The stack of transformer blocks."""
+    return getattr(*_stack(encoder))
+
+
+def keep_layer_types(config, layers: list[int]) -> None:
+    """Per-layer attention types (ModernBERT's `layer_types`: full_attention / sliding_attention)
+    follow the kept layers, so each keeps the attention it was trained with and the saved config
+    builds the same model again."""
+    types = getattr(config, "layer_types", None)
+    if types is not None:
+        config.layer_types = [types[i] for i in layers]
+
+
 def truncate(model: classifier.Classifier, layers: list[int]) -> classifier.Classifier:
     """Keep only `layers` of the encoder, with their weights; the config follows."""
-    stack = encoder_layers(model.encoder)
+    parent, name = _stack(model.encoder)
+    stack = getattr(parent, name)
     kept = torch.nn.ModuleList([stack[i] for i in layers])
     for new_idx, block in enumerate(kept):
         for m in block.modules():           # cache bookkeeping indexes layers by position
             if hasattr(m, "layer_idx"):
                 m.layer_idx = new_idx
-    parent = model.encoder.encoder if hasattr(model.encoder, "encoder") else model.encoder.transformer
-    parent.layer = kept
+    if model.encoder.config.model_type == "modernbert" and layers[0] != 0:
+        # ModernBERT's first block has no pre-attention LayerNorm (the embeddings' norm stands in),
+        # and transformers builds block 0 that way from any config: a kept LayerNorm there would be
+        # dropped when the saved folder loads again, so drop it now and the model stays one model
+        kept[0].attn_norm = torch.nn.Identity()
+    setattr(parent, name, kept)
     model.encoder.config.num_hidden_layers = len(layers)
+    keep_layer_types(model.encoder.config, layers)
     return model

@@ -127,7 +127,7 @@ def build(mc: ModelConfig, rc: RankingConfig, store_root=None, markers: bool | N
     encoder = classifier.load_encoder(folder, config, pretrained=mc.init == "pretrained")
     if rc.markers if markers is None else markers:
         add_markers(tokenizer, encoder)
-    pooling = mc.head.pooling if mc.head.pooling != "auto" else classifier.default_pooling(folder)
+    pooling = mc.head.pooling if mc.head.pooling != "auto" else classifier.default_pooling(folder, config)
     ids = _marker_ids(tokenizer, rc) if rc.mode in ("cross", "bi") else None
     if rc.mode == "cross":
         return CrossEncoder(encoder, mc.head, pooling, rc, ids), tokenizer, folder

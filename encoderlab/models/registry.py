@@ -38,7 +38,17 @@ FAMILIES: dict[str, dict] = {
     "distilbert": {"dim": "hidden_size", "n_layers": "num_hidden_layers", "n_heads": "num_attention_heads",
                    "hidden_dim": "intermediate_size"},
     "electra": {"embedding_size": 8}, "xlm-roberta": _OFFSET_POSITIONS, "camembert": _OFFSET_POSITIONS,
-    "deberta": {}, "deberta-v2": {}, "mpnet": _OFFSET_POSITIONS,
+    "deberta": {}, "mpnet": _OFFSET_POSITIONS,
+    # DeBERTa-v3's settings (v3 is model_type deberta-v2): disentangled relative attention in log
+    # buckets with a shared key, no absolute positions at the input
+    "deberta-v2": {"relative_attention": True, "position_buckets": 16, "max_relative_positions": -1,
+                   "norm_rel_ebd": "layer_norm", "share_att_key": True, "pos_att_type": ["p2c", "c2p"],
+                   "position_biased_input": False},
+    # rotary positions, no segment embeddings; every 3rd layer global, the others see a window of
+    # `local_attention` tokens (small here so the tests' sequences reach past it); special ids of the
+    # BERT-uncased vocabulary these small configs assume (ModernBERT's own are 50k+)
+    "modernbert": {"local_attention": 16, "pad_token_id": 0, "bos_token_id": 101, "cls_token_id": 101,
+                   "eos_token_id": 102, "sep_token_id": 102},
 }
 
 
@@ -51,7 +61,7 @@ def small_config(family: str, *, hidden_size: int = 16, num_hidden_layers: int =
             "max_position_embeddings": max_position_embeddings}
     out = {"model_type": family, "vocab_size": vocab_size, **size}
     for key, value in FAMILIES[family].items():
-        if isinstance(value, str):          # the family's own name of a size key
+        if isinstance(value, str) and value in out:    # the family's own name of a size key
             out[key] = out.pop(value)
         elif key == "max_position_embeddings":
             out[key] += value
@@ -71,12 +81,23 @@ def _albert_config():
     return AlbertConfig(hidden_size=768, num_attention_heads=12, intermediate_size=3072)
 
 
+def _modernbert_config():
+    from transformers import ModernBertConfig
+    # ModernBERT-base shape (22 layers, global attention every 3rd, 128-token window elsewhere);
+    # the released checkpoints pool by the mean ("classifier_pooling": "mean"), not [CLS], which a
+    # local-attention layer does not let see the whole sequence
+    return ModernBertConfig(classifier_pooling="mean")
+
+
 # name -> (transformers config with the family's defaults, one-line description)
 ARCHITECTURES: dict[str, tuple[Callable[[], object], str]] = {
     "bert": (_bert_config, "BERT-base shape, no weights (12 layers, 768 hidden, 12 heads); set "
                            "model.tokenizer and the size overrides"),
     "albert": (_albert_config, "ALBERT-base shape, no weights (12 layers sharing one, 768 hidden, "
                                "128 embedding); set model.tokenizer and the size overrides"),
+    "modernbert": (_modernbert_config, "ModernBERT-base shape, no weights (22 layers, 768 hidden, rotary "
+                                       "positions, global attention every 3rd layer, 128-token window "
+                                       "elsewhere, mean pooling); set model.tokenizer and the size overrides"),
 }
 
 

@@ -49,6 +49,7 @@ def setup(cfg: C.ExperimentConfig, store_root=None, label_names: list[str] | Non
     model, tokenizer, folder = classifier.build(cfg.model, len(data.label_names), store_root=store_root,
                                                 loss_fn=None if task.kind == "classification" else task.loss,
                                                 class_weights=weights, label_smoothing=cfg.train.label_smoothing)
+    classifier.check_length(model.encoder.config, cfg.encode.max_length)
     state = None
     if data.task == "sequence":
         state = series.fit(cfg.series, data.train)

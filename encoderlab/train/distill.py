@@ -131,6 +131,8 @@ def distill(cfg: C.ExperimentConfig, store: RunStore, *, progress: bool = True, 
     if data.label_names != tmeta["labels"]:
         raise StoreError(f"the data's labels differ from teacher {teacher_run.id}'s; distill on its data")
     student, kept = _student(cfg, teacher, tok, len(data.label_names), store.root)
+    for m in (teacher, student):
+        classifier.check_length(m.encoder.config, cfg.encode.max_length)
     match_h, match_a = cc.hidden_weight > 0, cc.attention_weight > 0
     L_t, L_s = teacher.encoder.config.num_hidden_layers, student.encoder.config.num_hidden_layers
     mapping = layer_map(cc, L_s, L_t)

@@ -71,11 +71,11 @@ def test_suggestions_lie_inside_the_range_below_divergence(wide, full):
 def test_range_spans_the_two_rules_and_reads_as_a_search_line(wide):
     import tomllib
     lo, hi = wide.lr_range
-    assert (lo, hi) == (min(wide.suggestions.values()), max(wide.suggestions.values())) and lo < hi
+    assert (lo, hi) == (wide.suggestions["min/10"], wide.min_lr / 3) and lo < hi
     assert f"{lo:.2e} .. {hi:.2e}" in wide.summary()
     spec = tomllib.loads(wide.search_line())["train.lr"]["log_uniform"]
     assert spec == [float(f"{lo:.2g}"), float(f"{hi:.2g}")]
-    one = LRFindResult.from_dict({**wide.to_dict(), "suggestions": {"min/10": lo, "steepest": None}})
+    one = LRFindResult.from_dict({**wide.to_dict(), "suggestions": {"min/10": None, "steepest": lo}})
     assert one.lr_range is None and one.search_line() is None and "range" not in one.summary()
 
 

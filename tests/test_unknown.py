@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -185,3 +187,17 @@ def test_bad_values_and_refusals(two_class_csv, store, tmp_path):
     with pytest.raises(ConfigError, match="ID vocabulary"):
         fit(C.replace(cfg, model__tokenizer=str(folder)), store, progress=False)
     assert store.list() == []           # refused before any run was created
+
+
+@pytest.mark.skipif(not Path("/usr/share/locale/th/LC_MESSAGES/iso_3166-1.mo").exists(), reason="needs iso-codes")
+def test_derive_isocodes_reproduces_the_committed_files(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    from encoderlab.data import builtin
+    shutil.copy(builtin.ROOT / "manifest.json", tmp_path / "manifest.json")
+    subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "scripts" / "derive_isocodes.py"),
+                    "--out", str(tmp_path)], check=True, capture_output=True)
+    for name in ("iso-langid/train.jsonl.gz", "iso-langid/validation.jsonl.gz", "iso-langid/test.jsonl.gz",
+                 "manifest.json", "README-iso-langid.md", "LICENSE-iso-codes.txt"):
+        assert (tmp_path / name).read_bytes() == (builtin.ROOT / name).read_bytes(), name

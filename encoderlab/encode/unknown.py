@@ -26,6 +26,8 @@ COVER = 0.95            # the summary's `to_cover`: units covering this share of
 def coverage(tokenizer, ids: list[np.ndarray]) -> dict:
     """[UNK] share of the non-special tokens and share of examples made only of [UNK]s."""
     unk = tokenizer.unk_token_id
+    if unk is None:         # a byte-level vocabulary spells everything: nothing is unknown
+        unk = -1
     special = np.asarray(sorted(set(tokenizer.all_special_ids) - {unk}), dtype=np.int64)
     tokens = unknown = all_unknown = 0
     for x in ids:
@@ -44,6 +46,8 @@ def unknown_spans(tokenizer, texts: list[str]) -> list[str]:
     if not getattr(tokenizer, "is_fast", False):
         raise ConfigError("finding the text behind [UNK] tokens needs a fast (Rust) tokenizer with offsets")
     unk = tokenizer.unk_token_id
+    if unk is None:
+        return []
     out = tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True,
                     return_attention_mask=False)
     return [text[a:b] for text, ids, offs in zip(texts, out["input_ids"], out["offset_mapping"])

@@ -60,6 +60,8 @@ def unknown_units(tokenizer, texts: list[str], unit: str = "char", spans: list[s
     if unit not in UNITS:
         raise ConfigError(f"encode.add_tokens_unit '{unit}' is not one of {', '.join(UNITS)}")
     spans = unknown_spans(tokenizer, texts) if spans is None else spans
+    if getattr(tokenizer, "do_lower_case", False):   # an uncased tokenizer matches added tokens
+        spans = [s.lower() for s in spans]           # against lowercased text: 'Ab' would never match
     if unit == "word":
         return Counter(spans)
     chars = Counter(c for s in spans for c in s if not c.isspace())

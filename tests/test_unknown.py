@@ -106,6 +106,9 @@ def test_summary_on_the_real_builtin_slice():
     top = [u for u, _ in chars["top"]]
     assert all(0x0E00 <= ord(c) <= 0x0E7F or 0x1780 <= ord(c) <= 0x17FF for c in top)   # Thai, Khmer
     assert s["train_words"]["occurrences"] == sum(v["unknown"] for v in s["splits"].values())
+    # uncased: Georgian capital Ⴀ and small ⴀ are one unit (an added 'Ⴀ' would never be matched)
+    assert U.unknown_units(tok, ["Ⴀbc ⴀbc"], "char") == {"ⴀ": 2}
+    assert U.unknown_units(tok, ["Ⴀbc ⴀbc"], "word") == {"ⴀbc": 2}
 
 
 @pytest.fixture(scope="module")

@@ -85,6 +85,10 @@ class EncodeConfig:
     max_length: int = opt(128, "maximum tokens per example, special tokens included")
     truncation: str = opt("longest_first", "how a pair shares the length budget",
                           ("longest_first", "only_first", "only_second"))
+    add_tokens: int = opt(0, "add the N most frequent [UNK] characters / words of the training data as new "
+                          "tokens (embeddings from their pieces, else the mean); 0 = off", late=True)
+    add_tokens_unit: str = opt("char", "what encode.add_tokens adds: unknown characters or whole unknown words",
+                               ("char", "word"), late=True)
 
 
 @dataclass(frozen=True)
@@ -305,7 +309,8 @@ class ExperimentConfig:
 _GE0, _GE1, _POS, _UNIT, _PROB = "[0, inf)", "[1, inf)", "(0, inf)", "[0, 1]", "[0, 1)"
 RANGES: dict[str, str] = {
     "data.validation_fraction": _PROB, "data.test_fraction": _PROB, "data.max_train": _GE0, "data.folds": _GE0,
-    "data.fold": _GE0, "data.max_eval": _GE0, "encode.max_length": "[8, inf)", "model.num_layers": _GE0,
+    "data.fold": _GE0, "data.max_eval": _GE0, "encode.max_length": "[8, inf)", "encode.add_tokens": _GE0,
+    "model.num_layers": _GE0,
     "model.hidden_size": _GE0, "model.num_heads": _GE0, "model.intermediate_size": _GE0,
     "model.dropout": "[-1, 1)", "model.head.hidden": _GE1, "model.head.dropout": _PROB, "train.epochs": _GE1,
     "train.max_steps": _GE0, "train.batch_size": _GE1, "train.eval_batch_size": _GE1, "train.grad_accum": _GE1,

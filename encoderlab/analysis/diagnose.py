@@ -10,7 +10,7 @@ re-evaluated. Where the parts live:
     findings.py      Finding, severities, how evidence numbers are written
     thresholds.py    the numbers the rules judge by
     run_evidence.py  RunContext: what the per-run rules read from a run folder; label priors
-    rules_run.py     the per-run rules (collapse, no learning, divergence, overfitting, padding ...)
+    rules_run.py     the per-run rules (collapse, no learning, divergence, overfitting, padding, [UNK] ...)
     rules_task.py    the multilabel / regression rules (empty-set collapse, always-on labels, constant
                      predictions, targets outside the train range ...)
     rules_group.py   the cross-run rules (seed variance, rankings inside the noise, single seeds)
@@ -36,7 +36,7 @@ __all__ = ["DIAGNOSTICS_FILE", "SEVERITIES", "VERSION", "Finding", "config_key",
 
 DIAGNOSTICS_FILE = "diagnostics.json"
 # bump when a rule or threshold changes, so cached diagnostics.json files are recomputed
-VERSION = 3
+VERSION = 4
 
 
 def _pretrain_findings(run: Run) -> list[Finding]:

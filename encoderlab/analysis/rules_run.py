@@ -14,7 +14,7 @@ from encoderlab.analysis.thresholds import (
     DIVERGE_RISE, DIVERGE_VAL_SPIKE, LR_RANGE, MIN_STEPS_TO_JUDGE, MISMATCH_ACC_MARGIN, MISMATCH_LOSS_RATIO,
     NO_LEARNING_ACC_MARGIN, NO_LEARNING_REL_CHANGE, OVERCONFIDENT_ACC_GAIN, OVERCONFIDENT_LOSS_RISE,
     OVERFIT_MIN_EVALS_AFTER, OVERFIT_MIN_RISE, PADDING_WASTE_MAX, PRIOR_LOSS_TOL, STILL_FALLING_REL,
-    TRUNCATED_SHARE_MAX, UNDERFIT_GAP, UNDERFIT_MAX_TRAIN_ACC, UNDERFIT_RISING)
+    TRUNCATED_SHARE_MAX, UNDERFIT_GAP, UNDERFIT_MAX_TRAIN_ACC, UNDERFIT_RISING, ALL_UNK_SHARE_MAX, UNK_SHARE_MAX)
 
 
 def _metric(ctx: RunContext) -> str:
@@ -404,6 +404,44 @@ def _padding(ctx: RunContext) -> list[Finding]:
     return out
 
 
+def _unknown_tokens(ctx: RunContext) -> Finding | None:
+    """The tokenizer cannot spell much of the text: [UNK] tokens, or examples made only of them."""
+    vocab = ctx.data.get("vocabulary") or {}
+    cov = vocab.get("splits") or {}
+    if not cov:
+        return None
+    worst = max(cov, key=lambda k: cov[k]["unk_share"])
+    worst_all = max(cov, key=lambda k: cov[k]["all_unk_share"])
+    if cov[worst]["unk_share"] <= UNK_SHARE_MAX and cov[worst_all]["all_unk_share"] <= ALL_UNK_SHARE_MAX:
+        return None
+    ev = ("[UNK] share of the tokens " + ", ".join(f"{k} {pct(v['unk_share'])}" for k, v in cov.items())
+          + f" (threshold {pct(UNK_SHARE_MAX)}); examples that are nothing but [UNK] "
+          + ", ".join(f"{k} {pct(v['all_unk_share'])} ({v['all_unknown']})" for k, v in cov.items())
+          + f" (threshold {pct(ALL_UNK_SHARE_MAX)})")
+    chars, words, added = vocab.get("train_chars") or {}, vocab.get("train_words") or {}, vocab.get("added")
+    if chars.get("distinct"):
+        ev += (f"; train has {chars['distinct']} distinct unknown characters ({chars['occurrences']} "
+               f"occurrences), most frequent: " + " ".join(u for u, _ in chars["top"][:10]))
+    already = added["asked"] if added and added.get("unit") == "char" else 0
+    if added:
+        ev += f"; encode.add_tokens = {added['asked']} ({added['unit']}) already added {added['added']}"
+    if chars.get("to_cover"):
+        n = already + chars["to_cover"]
+        fix = (f"encode.add_tokens = {n} (the {n} most frequent unknown characters of train cover "
+               f"{pct(vocab.get('cover', 0.95))} of the [UNK] characters; new embeddings start from the mean)")
+    elif words.get("to_cover"):
+        fix = (f"encode.add_tokens = {words['to_cover']} with encode.add_tokens_unit = \"word\" (the "
+               f"{words['to_cover']} most frequent unknown words of train cover {pct(vocab.get('cover', 0.95))} "
+               "of the [UNK]s)")
+    else:   # nothing unknown left in train: added tokens would never be trained for these [UNK]s
+        fix = ("the [UNK]s are in validation / test only (characters train never shows), so "
+               "encode.add_tokens cannot learn them: train on data that holds them")
+    fix += ("; or train a tokenizer on your text (`encoderlab tokenizer train`) and pretrain with it "
+            "(`encoderlab pretrain`, then model.path = \"run:ID\")")
+    return Finding("unknown_tokens", "warning", "the tokenizer cannot spell much of the text ([UNK] tokens)",
+                   ev, fix)
+
+
 def _incomplete(ctx: RunContext, status: str) -> Finding | None:
     if status == "completed" and "test" in ctx.final:
         return None
@@ -441,6 +479,9 @@ def run_findings(ctx: RunContext, status: str) -> list[Finding]:
             if f:
                 found.append(f)
     found += _padding(ctx)
+    unk = _unknown_tokens(ctx)
+    if unk:
+        found.append(unk)
     if inc:
         found.append(inc)
     return found

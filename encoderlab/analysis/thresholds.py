@@ -62,3 +62,10 @@ NEVER_PREDICTED_WARN = 0.25
 CONSTANT_PRED_RATIO = 0.10
 # regression: more than 5% of validation / test targets outside the train range (extrapolation)
 OUTSIDE_RANGE_WARN = 0.05
+# vocabulary coverage: more than 5% of a split's tokens are [UNK] (the model reads a placeholder where
+# the text was) or more than 1% of its examples are nothing but [UNK] (no input at all, only the prior)
+UNK_SHARE_MAX = 0.05
+ALL_UNK_SHARE_MAX = 0.01
+# (its fix names N = the most frequent unknown units of train covering 95% of the train [UNK]
+# occurrences, the data summary's `to_cover` at encode/unknown.py COVER: the long tail would add
+# embeddings that only a few texts ever train)

@@ -161,6 +161,39 @@ def print_findings(findings, show_info: bool = False) -> None:
             console.print(f"    fix: {escape(f.fix)}")
 
 
+def print_data(data: dict) -> None:
+    """The data summary of a fine-tuning run: sizes, lengths, padding, parameters, vocabulary coverage."""
+    sizes = data["sizes"]
+    what = {"multilabel": "labels", "regression": "target"}.get(data["task"], "labels")
+    console.print(f"task {data['task']}, {data['num_labels']} {what}; train {sizes['train']}, "
+                  f"validation {sizes['validation']}, test {sizes['test']}; mean {data['mean_tokens']:.1f} "
+                  f"tokens; {data['train_padding_waste']:.1%} padding in train batches; "
+                  f"{data['parameters']:,} parameters", markup=False)
+    line = vocabulary_line(data.get("vocabulary"))
+    if line:
+        console.print(line, markup=False)
+
+
+def vocabulary_line(vocab: dict | None) -> str:
+    """[UNK] share and all-[UNK] examples per split, the most frequent unknown characters of train."""
+    if not vocab:
+        return ""
+    cov = vocab["splits"]
+    line = ("[UNK] share " + ", ".join(f"{k} {v['unk_share']:.1%}" for k, v in cov.items())
+            + "; all-[UNK] examples " + ", ".join(f"{k} {v['all_unk_share']:.1%} ({v['all_unknown']})"
+                                                  for k, v in cov.items()))
+    chars = vocab.get("train_chars")
+    if chars and chars["distinct"]:
+        line += (f"; train: {chars['distinct']} unknown characters ({chars['occurrences']} occurrences; the "
+                 f"{chars['to_cover']} most frequent cover {vocab['cover']:.0%}), most frequent: "
+                 + " ".join(u for u, _ in chars["top"][:10]))
+    added = vocab.get("added")
+    if added:
+        line += (f"; encode.add_tokens added {added['added']} {added['unit']} tokens "
+                 f"({added['covered_share']:.1%} of the train [UNK] {added['unit']}s)")
+    return line
+
+
 def print_task_summary(run, fmt: str = "table") -> None:
     """A multilabel / regression run's history with the task's metrics, final scores beside the task's
     baseline, the tuned thresholds or the prediction spread."""

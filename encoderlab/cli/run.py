@@ -9,7 +9,7 @@ from pathlib import Path
 from encoderlab import config as C
 from encoderlab.cli import pretrain, scale
 from encoderlab.cli.common import (QUICKSTART, add_verb, after_run, console, experiment_flags, format_flag,
-                                   interrupted, open_store, print_rows, say_machine)
+                                   interrupted, open_store, print_data, print_rows, say_machine)
 
 
 def cmd_run(args):
@@ -24,7 +24,10 @@ def fine_tune(args, cfg: C.ExperimentConfig) -> None:
     store = open_store(args)
 
     def on_event(ev):
-        if ev["split"] == "validation" and not args.quiet:
+        if ev["split"] == "data" and not args.quiet:
+            console.rule("data")
+            print_data(ev["detail"])
+        elif ev["split"] == "validation" and not args.quiet:
             m = ev["metrics"]
             from encoderlab.tasks import score_line
             console.print(f"  epoch {ev['epoch']:.2f} step {ev['step']}: val loss {m['loss']:.4f} {score_line(m)}")

@@ -3,8 +3,8 @@ file with a run or an ensemble) and `eval` (re-score stored checkpoints)."""
 
 from __future__ import annotations
 
-from encoderlab.cli.common import (add_verb, console, err, format_flag, open_store, print_findings, print_rows,
-                                   print_run_summary, show_header)
+from encoderlab.cli.common import (add_verb, console, err, format_flag, open_store, print_data, print_findings,
+                                   print_rows, print_run_summary, show_header)
 
 
 def cmd_runs(args):
@@ -30,11 +30,7 @@ def show_classification(run, args):
     data = run.info.get("data")
     if data and "mean_tokens" in data:     # a distilled run's summary holds sizes and baselines only
         console.rule("data")
-        sizes = data["sizes"]
-        console.print(f"task {data['task']}, {data['num_labels']} labels; train {sizes['train']}, "
-                      f"validation {sizes['validation']}, test {sizes['test']}; mean {data['mean_tokens']:.1f} "
-                      f"tokens; {data['train_padding_waste']:.1%} padding in train batches; "
-                      f"{data['parameters']:,} parameters")
+        print_data(data)
     console.rule("history")
     print_run_summary(run, args.format)
     from encoderlab.analysis import diagnose

@@ -4,7 +4,7 @@ per-label scores."""
 
 from __future__ import annotations
 
-from encoderlab.cli.common import console, print_findings, print_rows, print_task_summary, show_header
+from encoderlab.cli.common import console, print_data, print_findings, print_rows, print_task_summary, show_header
 
 
 def show(run, args) -> None:
@@ -16,12 +16,7 @@ def show(run, args) -> None:
     data = run.info.get("data")
     if data and "mean_tokens" in data:     # a distilled run's summary holds sizes and baselines only
         console.rule("data")
-        sizes = data["sizes"]
-        what = "labels" if data["task"] == "multilabel" else "target"
-        console.print(f"task {data['task']}, {data['num_labels']} {what}; "
-                      f"train {sizes['train']}, validation {sizes['validation']}, test {sizes['test']}; mean "
-                      f"{data['mean_tokens']:.1f} tokens; {data['train_padding_waste']:.1%} padding in train "
-                      f"batches; {data['parameters']:,} parameters", markup=False)
+        print_data(data)
     console.rule("history")
     print_task_summary(run, args.format)
     from encoderlab.analysis import diagnose

@@ -15,9 +15,9 @@ from encoderlab import config as C
 from encoderlab import machine
 from encoderlab import tasks as T
 from encoderlab.data.dataset import TaskData, load_data
-from encoderlab.encode import series
+from encoderlab.encode import series, unknown
 from encoderlab.encode.text import Encoded, encode_split, padding_waste, train_batches
-from encoderlab.errors import StoreError
+from encoderlab.errors import ConfigError, StoreError
 from encoderlab.models import classifier
 from encoderlab.train.loop import pick_device
 
@@ -35,6 +35,7 @@ class Setup:
     model_source: str = ""        # the folder model.path resolved to (run:NAME moves on; this not)
     save: Callable[[Path, dict], None] | None = None   # (folder, meta) -> the final model on disk
     task: T.Task | None = None    # loss, scores, thresholds / target scale of the run's task
+    added: dict | None = None     # encode.add_tokens: the units added to the tokenizer
 
 
 def setup(cfg: C.ExperimentConfig, store_root=None, label_names: list[str] | None = None) -> Setup:
@@ -51,6 +52,7 @@ def setup(cfg: C.ExperimentConfig, store_root=None, label_names: list[str] | Non
                                                 class_weights=weights, label_smoothing=cfg.train.label_smoothing)
     classifier.check_length(model.encoder.config, cfg.encode.max_length)
     state = None
+    added = extend_vocabulary(cfg.encode, data, tokenizer, model) if cfg.encode.add_tokens else None
     if data.task == "sequence":
         state = series.fit(cfg.series, data.train)
         tokenizer = series.extend(state, tokenizer, model, cfg.series.vocabulary, cfg.model.init)
@@ -66,7 +68,27 @@ def setup(cfg: C.ExperimentConfig, store_root=None, label_names: list[str] | Non
     extra = {"series": state} if state else {}     # the fitted input scheme travels with the model
     return Setup(cfg, data, model, tokenizer, enc, device, weights, source,
                  lambda folder, meta: classifier.save(model, tokenizer, folder, {**meta, **extra, **task.meta()}),
-                 task)
+                 task, added)
+
+
+def extend_vocabulary(ec: C.EncodeConfig, data: TaskData, tokenizer, model) -> dict:
+    """encode.add_tokens: the N most frequent unknown units of the TRAIN split become tokens (the
+    validation and test texts never choose them); the tokenizer saved with the model keeps them."""
+    if data.task == "sequence":
+        raise ConfigError("encode.add_tokens: numeric series / images have no unknown text; "
+                          "drop it for data.task = \"sequence\"")
+    if tokenizer.init_kwargs.get("encoderlab_kind") == "ids":
+        raise ConfigError("encode.add_tokens: an ID vocabulary has no characters or words to add; retrain "
+                          "it with a lower min_frequency (`encoderlab tokenizer train --kind ids`) instead")
+    if not getattr(tokenizer, "is_fast", False):
+        raise ConfigError("encode.add_tokens needs a fast (Rust) tokenizer: the [UNK] pieces come from its offsets")
+    texts = list(data.train.texts) + list(data.train.pairs or [])
+    counts = unknown.unknown_units(tokenizer, texts, ec.add_tokens_unit)
+    units = unknown.top(counts, ec.add_tokens)
+    done = unknown.add_tokens(tokenizer, model.encoder, units)
+    covered = sum(counts[u] for u in units)
+    return {"unit": ec.add_tokens_unit, "asked": ec.add_tokens, **done, "candidates": len(counts),
+            "covered_share": covered / max(sum(counts.values()), 1)}
 
 
 def data_summary(s: Setup) -> dict:
@@ -83,6 +105,11 @@ def data_summary(s: Setup) -> dict:
             "truncated_share": {k: e.at_limit / max(len(e), 1) for k, e in s.enc.items()},
             "train_padding_waste": waste,
             "parameters": sum(p.numel() for p in s.model.parameters())}
+    if d.task != "sequence":                # what the tokenizer could not spell ([UNK]), per split
+        train_texts = list(d.train.texts) + list(d.train.pairs or [])
+        out["vocabulary"] = unknown.summary(s.tokenizer, {k: e.ids for k, e in s.enc.items()}, train_texts)
+        if s.added:
+            out["vocabulary"]["added"] = s.added
     if s.task.kind != "classification":     # the task's trivial baseline (train-frequent labels / train mean)
         out["baseline"] = T.baseline(s.task, d.train.labels, {k: getattr(d, k).labels for k in ("validation", "test")})
     if s.task.kind == "regression":         # what diagnose compares predictions and targets with

@@ -118,6 +118,9 @@ def _merge(base: dict, over: dict) -> None:
 def distill(cfg: C.ExperimentConfig, store: RunStore, *, progress: bool = True, callback=None) -> Run:
     """Train a student on the teacher run `cfg.compress.teacher`; returns the completed run."""
     cc, tc = cfg.compress, cfg.train
+    if cfg.encode.add_tokens:
+        raise ConfigError("encode.add_tokens: a distilled student reads its teacher's tokenizer (with the "
+                          "tokens the teacher run added); set it on the teacher's run instead")
     if not cc.teacher:
         raise ConfigError("compress.teacher is empty: name the fine-tuned run to distill from")
     teacher_run = store.get(cc.teacher)

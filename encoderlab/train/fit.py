@@ -57,7 +57,8 @@ def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
     if not world.lead:
         run = distributed.Follower()
     elif resume is None:
-        run = store.create(cfg, s.data.label_names, task=s.data.task, data=data_summary(s),
+        summary = data_summary(s)
+        run = store.create(cfg, s.data.label_names, task=s.data.task, data=summary,
                            **machine.run_fields(tc.precision, tc.threads, s.device),
                            model_source=s.model_source, **({"processes": world.size} if world.size > 1 else {}))
     else:
@@ -74,6 +75,10 @@ def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
         run.update(compiled=compiled, compile_reason=why)
     track = tracking.Trackers(cfg, run, store.root) if cfg.tracking and world.lead else None
     emit = emitter(run, callback, track)
+    if world.lead and resume is None:       # the data summary, for the caller to print before training
+        cov = (summary.get("vocabulary") or {}).get("splits", {}).get("train", {})
+        emit({"split": "data", "step": 0, "epoch": 0.0, "detail": summary,
+              "metrics": {k: cov[k] for k in ("unk_share", "all_unk_share") if k in cov}})
     ckpt_dir = run.dir / "checkpoints" if world.lead else None
     best_val: dict = {}     # the best evaluation's scores and logits: _finish need not score it again
 

@@ -270,6 +270,9 @@ def pretrain(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = N
     """Pretrain (or continue) one run; returns it completed, or raises after marking it."""
     if resume is not None:
         cfg = resume.config()
+    if cfg.encode.add_tokens:
+        raise ConfigError("encode.add_tokens is for fine-tuning; pretraining learns a tokenizer's whole "
+                          "vocabulary instead: set model.tokenizer to one from `encoderlab tokenizer train`")
     s = setup(cfg, store.root)
     tc = cfg.train
     opt = make_optimizer(s.model, tc)

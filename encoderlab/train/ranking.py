@@ -13,6 +13,7 @@ import numpy as np
 from encoderlab import config as C
 from encoderlab import metrics as M
 from encoderlab.data.ranking import load_ranking
+from encoderlab.errors import ConfigError
 from encoderlab.store.runs import Run, RunStore, now
 from encoderlab.train.ranking_common import SPLITS, flat_metrics, ks, stats_for, tokenize_split
 
@@ -22,7 +23,6 @@ def baseline(cfg: C.ExperimentConfig, store: RunStore, progress: bool = False) -
     ranks first (WordNet lists senses by frequency). Needs explicit candidate lists."""
     data = load_ranking(cfg.data, cfg.ranking)
     if data.candidates != "list":
-        from encoderlab.errors import ConfigError
         raise ConfigError(f"ranking.mode = '{cfg.ranking.mode}' ranks an explicit candidate list; this data "
                           "links against a dictionary (set ranking.candidates = \"list\" if rows have lists)")
     run = store.create(cfg, [], task="ranking", data={"sizes": {s: len(getattr(data, s)) for s in SPLITS}})
@@ -44,6 +44,10 @@ def baseline(cfg: C.ExperimentConfig, store: RunStore, progress: bool = False) -
 
 def run(cfg: C.ExperimentConfig, store: RunStore, progress: bool = True, callback=None) -> Run:
     """One ranking run of any mode (see the module docstring)."""
+    if cfg.encode.add_tokens:
+        raise ConfigError("encode.add_tokens is for fine-tuning a classifier (encoderlab run); a ranking run "
+                          "keeps its encoder's tokenizer: fine-tune with add_tokens first, then rank with "
+                          "model.path = \"run:ID\"")
     mode = cfg.ranking.mode
     if mode in ("random", "first"):
         return baseline(cfg, store, progress)

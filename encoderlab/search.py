@@ -373,6 +373,7 @@ class Coordinator:
         self.study.set_user_attr("full_grid", grid)
         self.study.set_user_attr("seeds", list(spec.seeds))
         self.study.set_user_attr("search", spec.search)
+        self.study.set_user_attr("metric", self.metric)
         if spec.search == "grid" and not self.study.get_trials(deepcopy=False):
             # the grid as enqueued trials, in order (Optuna's GridSampler stops a study from inside
             # `tell`, which only works under `study.optimize`)

@@ -56,6 +56,7 @@ def section(runs: Sequence[Run], top: int = 5) -> SearchSection | None:
     store = runs[0].store
     by_id = {f.id: f for f in read_facts(store.get(r["id"]) for r in store.list(group=study.study_name))}
     lower = study.direction.name == "MINIMIZE"
+    metric = study.user_attrs.get("metric", "accuracy")     # studies before it was stored: accuracy
     done.sort(key=lambda t: t.value, reverse=not lower)
     rows, seen = [], set()
     for t in done:
@@ -64,16 +65,17 @@ def section(runs: Sequence[Run], top: int = 5) -> SearchSection | None:
             continue
         seen.add(key)
         facts = [by_id[i] for i in t.user_attrs.get("runs", []) if i in by_id]
-        val = mean_std(f.value("validation", "accuracy") for f in facts)
-        test = mean_std(f.value("test", "accuracy") for f in facts)
+        val = mean_std(f.value("validation", metric) for f in facts)
+        test = mean_std(f.value("test", metric) for f in facts)
         rows.append({"trial": t.number, **{k.split(".")[-1]: v for k, v in t.params.items()},
                      "validation": fmt_pm(val[0], val[1]), "test": fmt_pm(test[0], test[1]), "seeds": test[2]})
         if len(rows) >= top:
             break
-    pcols = [(k.split(".")[-1], k) for k in (done[0].params if done else {})]
-    best = Table(rows, [("trial", "trial"), *pcols, ("validation", "validation accuracy (selection)"),
-                        ("test", "test accuracy"), ("seeds", "seeds")],
-                 title=f"best configurations by mean best-validation accuracy over seeds (top {top})")
+    # parameters are config values: 9.067e-04, not 0.0009
+    pcols = [(k.split(".")[-1], k, "g") for k in (done[0].params if done else {})]
+    best = Table(rows, [("trial", "trial"), *pcols, ("validation", f"validation {metric} (selection)"),
+                        ("test", f"test {metric}"), ("seeds", "seeds")],
+                 title=f"best configurations by mean best-validation {metric} over seeds (top {top})")
     importance = None
     notes = []
     if len(done) >= 2:

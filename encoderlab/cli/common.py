@@ -148,6 +148,24 @@ def say_machine_and_time(info: dict) -> None:
         console.print(f"time: {time_breakdown(info['timing'])}", soft_wrap=True)
 
 
+def length_line(data: dict) -> str:
+    """What encode.max_length cut, per split: 'long texts (encode.long = head): cut train 27.5%
+    (18.7% of tokens dropped), ...'; under chunks the windows per document. Empty for runs stored
+    before it was recorded."""
+    if "cut_share" not in data:
+        return ""
+    splits = [k for k in ("train", "validation", "test") if k in data["cut_share"]]
+    long = data.get("long", "head")
+    if long == "chunks":
+        w = data.get("windows", {})
+        return (f"long texts (encode.long = chunks): longer than one window " + ", ".join(
+            f"{k} {data['cut_share'][k]:.1%}" for k in splits) + "; windows per document " + ", ".join(
+            f"{k} mean {w[k]['mean']:.1f} max {w[k]['max']}" for k in splits if k in w) + "; no text dropped")
+    return (f"long texts (encode.long = {long}): cut " + ", ".join(
+        f"{k} {data['cut'][k]} of {data['sizes'][k]} ({data['cut_share'][k]:.1%}, {data['dropped_share'][k]:.1%} "
+        f"of text tokens dropped)" for k in splits))
+
+
 def print_findings(findings, show_info: bool = False) -> None:
     style = {"error": "bold red", "warning": "yellow", "info": "dim"}
     shown = [f for f in findings if show_info or f.severity != "info"]

@@ -3,8 +3,8 @@ file with a run or an ensemble) and `eval` (re-score stored checkpoints)."""
 
 from __future__ import annotations
 
-from encoderlab.cli.common import (add_verb, console, err, format_flag, open_store, print_findings, print_rows,
-                                   print_run_summary, show_header)
+from encoderlab.cli.common import (add_verb, console, err, format_flag, length_line, open_store, print_findings,
+                                   print_rows, print_run_summary, show_header)
 
 
 def cmd_runs(args):
@@ -35,6 +35,8 @@ def show_classification(run, args):
                       f"validation {sizes['validation']}, test {sizes['test']}; mean {data['mean_tokens']:.1f} "
                       f"tokens; {data['train_padding_waste']:.1%} padding in train batches; "
                       f"{data['parameters']:,} parameters")
+        if length_line(data):
+            console.print(length_line(data), markup=False)
     console.rule("history")
     print_run_summary(run, args.format)
     from encoderlab.analysis import diagnose

@@ -4,7 +4,7 @@ per-label scores."""
 
 from __future__ import annotations
 
-from encoderlab.cli.common import console, print_findings, print_rows, print_task_summary, show_header
+from encoderlab.cli.common import console, length_line, print_findings, print_rows, print_task_summary, show_header
 
 
 def show(run, args) -> None:
@@ -22,6 +22,8 @@ def show(run, args) -> None:
                       f"train {sizes['train']}, validation {sizes['validation']}, test {sizes['test']}; mean "
                       f"{data['mean_tokens']:.1f} tokens; {data['train_padding_waste']:.1%} padding in train "
                       f"batches; {data['parameters']:,} parameters", markup=False)
+        if length_line(data):
+            console.print(length_line(data), markup=False)
     console.rule("history")
     print_task_summary(run, args.format)
     from encoderlab.analysis import diagnose

@@ -316,8 +316,8 @@ class ExperimentConfig:
 _GE0, _GE1, _POS, _UNIT, _PROB = "[0, inf)", "[1, inf)", "(0, inf)", "[0, 1]", "[0, 1)"
 RANGES: dict[str, str] = {
     "data.validation_fraction": _PROB, "data.test_fraction": _PROB, "data.max_train": _GE0, "data.folds": _GE0,
-    "data.fold": _GE0, "data.max_eval": _GE0, "encode.max_length": "[8, inf)", "encode.stride": _GE0, "model.num_layers": _GE0,
-    "model.hidden_size": _GE0, "model.num_heads": _GE0, "model.intermediate_size": _GE0,
+    "data.fold": _GE0, "data.max_eval": _GE0, "encode.max_length": "[8, inf)", "encode.stride": _GE0,
+    "model.num_layers": _GE0, "model.hidden_size": _GE0, "model.num_heads": _GE0, "model.intermediate_size": _GE0,
     "model.dropout": "[-1, 1)", "model.head.hidden": _GE1, "model.head.dropout": _PROB, "train.epochs": _GE1,
     "train.max_steps": _GE0, "train.batch_size": _GE1, "train.eval_batch_size": _GE1, "train.grad_accum": _GE1,
     "train.lr": _POS, "train.weight_decay": _GE0, "train.layer_lr_decay": "(0, 1]", "train.head_lr": _GE0,

@@ -8,8 +8,9 @@ rendered by ``man``/groff):
 
 Each page is rendered to plain text (``man -l``, 80 columns, ``col -b``); the running header and
 footer (which name the section) are dropped, and so are the page's references to itself with its
-section ("open(2)" in open(2)'s own page). Pages that only redirect to another page (``.so``) are
-skipped. Whitespace is collapsed; a page keeps at most MAX_CHARS characters (most are shorter), so
+section ("open(2)" in open(2)'s own page). Pages that only redirect to another page (``.so`` or a
+symbolic link) are skipped, and so is a page whose text another page already has, so no text is in
+two splits. Whitespace is collapsed; a page keeps at most MAX_CHARS characters (most are shorter), so
 the files stay small while most pages stay far longer than a 128-token window. Splits are
 stratified by section with a fixed seed; the output is byte-for-byte reproducible (gzip mtime 0).
 """
@@ -39,7 +40,7 @@ def pages() -> list[tuple[str, Path]]:
     found = []
     for line in out.splitlines():
         m = re.fullmatch(r".*/man/man([0-9])/[^/]+\.gz", line)
-        if m and m[1] in SECTIONS:
+        if m and m[1] in SECTIONS and not Path(line).is_symlink():    # a link is another name of a page
             found.append((m[1], Path(line)))
     return sorted(set(found))
 
@@ -67,12 +68,16 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     rows = collections.defaultdict(list)
+    seen: set[str] = set()
     for sec, path in pages():
         text = render(path)
         if not text:
             continue
         name = path.name[:-len(".gz")].rsplit(".", 1)[0]
         text = re.sub(rf"\b{re.escape(name)}\({sec}[a-z]*\)", name, text)[:MAX_CHARS]
+        if text in seen:
+            continue
+        seen.add(text)
         rows[sec].append({"id": f"{name}.{sec}", "text": text, "label": SECTIONS[sec]})
     rng = random.Random(SEED)
     splits = {s: [] for s in SHARES}

@@ -78,7 +78,8 @@ def test_policies_on_real_glosses_and_what_they_report():
     for d, w in enumerate(whole):
         parts = [chunks.win.ids[i][1:-1].tolist() for i in np.flatnonzero(chunks.doc == d)]
         assert parts[0] + [x for p in parts[1:] for x in p[4:]] == w
-        assert all(chunks.win.ids[i][0] == cls and chunks.win.ids[i][-1] == sep for i in np.flatnonzero(chunks.doc == d))
+        mine = np.flatnonzero(chunks.doc == d)
+        assert all(chunks.win.ids[i][0] == cls and chunks.win.ids[i][-1] == sep for i in mine)
 
 
 def test_sampled_windows_are_seeded_and_one_per_document():

@@ -158,7 +158,7 @@ def length_line(data: dict) -> str:
     long = data.get("long", "head")
     if long == "chunks":
         w = data.get("windows", {})
-        return (f"long texts (encode.long = chunks): longer than one window " + ", ".join(
+        return ("long texts (encode.long = chunks): longer than one window " + ", ".join(
             f"{k} {data['cut_share'][k]:.1%}" for k in splits) + "; windows per document " + ", ".join(
             f"{k} mean {w[k]['mean']:.1f} max {w[k]['max']}" for k in splits if k in w) + "; no text dropped")
     return (f"long texts (encode.long = {long}): cut " + ", ".join(

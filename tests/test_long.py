@@ -3,6 +3,8 @@ to documents, the cut/dropped report, config errors, and end-to-end runs on real
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -180,3 +182,51 @@ def test_truncation_diagnostic_suggests_encode_long(two_class_csv, store):
     assert "truncation" not in {f.code for f in D.diagnose(chunks)}
     w = chunks.info["data"]["windows"]["train"]
     assert w["max"] >= 2 and w["mean"] > 1 and chunks.info["data"]["dropped_share"]["train"] == 0.0
+
+
+def test_cli_chunks_on_real_man_pages_run_show_predict(tmp_path, capsys):
+    """Real long documents (Linux manual pages) end to end: run with chunks, show reports windows,
+    predict gives one row per page and matches the run's own test predictions."""
+    import pandas as pd
+    from conftest import TINY_MODEL_TOML
+    from encoderlab.cli import main
+    for split, n in (("train", 60), ("validation", 20), ("test", 20)):
+        rows = real_rows("manpages-section", split, {"syscall", "libfunc"}, n)
+        pd.DataFrame({"page": [r["text"][:1500] for r in rows], "section": [r["label"] for r in rows]}) \
+            .to_csv(tmp_path / f"{split}.csv", index=False)
+    exp = tmp_path / "exp.toml"
+    exp.write_text(f"""name = "long-e2e"
+[data]
+source = "{tmp_path / 'train.csv'}"
+validation = "{tmp_path / 'validation.csv'}"
+test = "{tmp_path / 'test.csv'}"
+text = "page"
+label = "section"
+[encode]
+max_length = 32
+long = "chunks"
+stride = 8
+[model]
+{TINY_MODEL_TOML}
+[train]
+epochs = 1
+batch_size = 16
+lr = 3e-3
+precision = "fp32"
+""")
+    store = str(tmp_path / "runs")
+    assert main(["--store", store, "run", str(exp), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["--store", store, "runs", "--format", "json"]) == 0
+    run_id = json.loads(capsys.readouterr().out)[0]["id"]
+    assert main(["--store", store, "show", run_id]) == 0
+    out = capsys.readouterr().out
+    assert "long texts (encode.long = chunks): longer than one window train 100.0%" in out
+    assert "windows per document train mean" in out and "no text dropped" in out
+    preds = tmp_path / "preds.csv"
+    assert main(["--store", store, "predict", run_id, str(tmp_path / "test.csv"), "-o", str(preds)]) == 0
+    df = pd.read_csv(preds)
+    assert len(df) == 20 and set(df["predicted"]) <= {"syscall", "libfunc"}
+    stored = pd.read_csv(tmp_path / "runs" / run_id / "predictions" / "test.csv")
+    assert (stored["predicted"] == df["predicted"]).all()
+    np.testing.assert_allclose(stored["p_syscall"], df["p_syscall"], atol=1e-5)

@@ -230,3 +230,22 @@ precision = "fp32"
     stored = pd.read_csv(tmp_path / "runs" / run_id / "predictions" / "test.csv")
     assert (stored["predicted"] == df["predicted"]).all()
     np.testing.assert_allclose(stored["p_syscall"], df["p_syscall"], atol=1e-5)
+
+
+def test_multilabel_runs_with_chunks_and_predicts_per_document(tmp_path, store):
+    """Another task kind: label sets of real wordnet-multilex rows, windows pooled per example."""
+    import pandas as pd
+    from encoderlab import predict as P
+    for split, n in (("train", 200), ("validation", 60), ("test", 60)):
+        r = real_rows("wordnet-multilex", split, n=n)
+        pd.DataFrame({"text": [x["text"] for x in r], "labels": [x["labels"] for x in r]}) \
+            .to_csv(tmp_path / f"{split}.csv", index=False)
+    cfg = tiny_config(tmp_path, data__text="text", data__label="labels", data__task="multilabel",
+                      encode__max_length=12, encode__long="chunks", encode__stride=2, encode__pool="max",
+                      train__epochs=1)
+    run = fit(cfg, store, progress=False)
+    assert run.status == "completed" and run.info["data"]["windows"]["test"]["max"] >= 2
+    out, scores = P.predict(run, str(tmp_path / "test.csv"))
+    stored = pd.read_csv(run.dir / "predictions" / "test.csv")
+    assert len(out) == len(stored) == 60 and "micro_f1" in scores
+    assert (out["predicted"].fillna("") == stored["predicted"].fillna("")).all()

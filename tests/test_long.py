@@ -249,3 +249,16 @@ def test_multilabel_runs_with_chunks_and_predicts_per_document(tmp_path, store):
     stored = pd.read_csv(run.dir / "predictions" / "test.csv")
     assert len(out) == len(stored) == 60 and "micro_f1" in scores
     assert (out["predicted"].fillna("") == stored["predicted"].fillna("")).all()
+
+
+def test_eval_checkpoints_scores_documents_as_the_run_did(two_class_csv, store):
+    """Re-scoring the best checkpoint of a chunks run gives the run's own test accuracy (documents,
+    windows pooled), not a per-window number."""
+    from encoderlab.analysis.tables import final_scores
+    from encoderlab.evaluate import eval_checkpoints
+    run = fit(tiny_config(two_class_csv, encode__max_length=12, encode__long="chunks", encode__stride=3,
+                          train__epochs=1, train__keep_final_checkpoints=True), store, progress=False)
+    rows = eval_checkpoints(run, "test", which="best", progress=False)
+    assert rows[0]["accuracy"] == pytest.approx(final_scores(run)["test"]["accuracy"])
+    events = [e for e in run.events() if e["split"] == "eval:test"]
+    assert events[-1]["detail"]["examples"] == 80      # documents, not windows

@@ -122,7 +122,7 @@ class Windows:
         first = np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
         pick = first + np.floor(np.random.default_rng(seed).random(len(self)) * self.counts).astype(np.int64)
         w = self.win
-        return Encoded([w.ids[i] for i in pick], None, w.lengths[pick], self.doc_labels, int(len(pick)),
+        return Encoded([w.ids[i] for i in pick], None, w.lengths[pick], self.doc_labels, self.at_limit,
                        w.pad_id, stats=self.win.stats)
 
     def pool_logits(self, logits: np.ndarray) -> np.ndarray:

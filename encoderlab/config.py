@@ -89,6 +89,19 @@ class EncodeConfig:
                           "tokens (embeddings from their pieces, else the mean); 0 = off", late=True)
     add_tokens_unit: str = opt("char", "what encode.add_tokens adds: unknown characters or whole unknown words",
                                ("char", "word"), late=True)
+    long: str = opt("head", "single texts longer than max_length: keep the first tokens, the last, the first "
+                    "quarter + last three quarters (head+tail), or score every window (chunks: one sampled "
+                    "window per document per training epoch, all windows pooled in evaluation and predict)",
+                    ("head", "tail", "head+tail", "chunks"), late=True)
+    stride: int = opt(32, "chunks: tokens each window shares with the previous one (below max_length minus "
+                      "the special tokens)", late=True)
+    pool: str = opt("mean", "chunks: how the windows' logits become the document's (mean, or max per class)",
+                    ("mean", "max"), late=True)
+
+    def __post_init__(self):
+        if self.long == "chunks" and self.stride >= self.max_length - 2:
+            raise ConfigError(f"encode.stride = {self.stride} must be below encode.max_length - 2 = "
+                              f"{self.max_length - 2} (the window's text tokens), or windows would not advance")
 
 
 @dataclass(frozen=True)
@@ -310,7 +323,7 @@ _GE0, _GE1, _POS, _UNIT, _PROB = "[0, inf)", "[1, inf)", "(0, inf)", "[0, 1]", "
 RANGES: dict[str, str] = {
     "data.validation_fraction": _PROB, "data.test_fraction": _PROB, "data.max_train": _GE0, "data.folds": _GE0,
     "data.fold": _GE0, "data.max_eval": _GE0, "encode.max_length": "[8, inf)", "encode.add_tokens": _GE0,
-    "model.num_layers": _GE0,
+    "encode.stride": _GE0, "model.num_layers": _GE0,
     "model.hidden_size": _GE0, "model.num_heads": _GE0, "model.intermediate_size": _GE0,
     "model.dropout": "[-1, 1)", "model.head.hidden": _GE1, "model.head.dropout": _PROB, "train.epochs": _GE1,
     "train.max_steps": _GE0, "train.batch_size": _GE1, "train.eval_batch_size": _GE1, "train.grad_accum": _GE1,

@@ -39,7 +39,8 @@ def _outputs(run: Run, input_path: str, frame: pd.DataFrame, *, batch_size: int,
         names = pred.meta["labels"]
         split, _ = read_split(input_path, replace(data_cfg, format="auto"), "predict", names,
                               require_labels=False, frame=frame)
-        enc = encode_split(pred.tokenizer, split, pred.meta["max_length"], pred.meta["truncation"])
+        enc = encode_split(pred.tokenizer, split, pred.meta["max_length"], pred.meta["truncation"],
+                           *_long(pred.meta))
         logits = logits_of(pred, enc, batch_size, pred.tokenizer.pad_token_id or 0)
         task = T.Task.from_meta(pred.meta)
         return task.outputs(logits), task, split
@@ -50,12 +51,18 @@ def _outputs(run: Run, input_path: str, frame: pd.DataFrame, *, batch_size: int,
     if meta.get("series"):      # raw series/images, encoded with the scheme fitted on the run's train split
         enc = series.encode(meta["series"], split, tokenizer, meta["max_length"])
     else:
-        enc = encode_split(tokenizer, split, meta["max_length"], meta["truncation"])
+        enc = encode_split(tokenizer, split, meta["max_length"], meta["truncation"], *_long(meta))
     dev = pick_device(device)
     model.to(dev)
     logits = predict_logits(model, enc, batch_size, dev, cfg.train.precision)
     task = T.Task.from_meta(meta)
     return task.outputs(logits), task, split
+
+
+def _long(meta: dict) -> tuple[str, int, str]:
+    """The run's long-text policy (encode.long, stride, pool) as stored with its model; models saved
+    before it existed kept the head."""
+    return meta.get("long", "head"), int(meta.get("stride", 0)), meta.get("pool", "mean")
 
 
 def predict(run: Run | list[Run], input_path: str, *, batch_size: int = 128, text: str | None = None,

@@ -183,10 +183,12 @@ def test_padding_waste_and_truncation(train):
     assert "truncation" not in codes(D.diagnose(pad))
 
     cut = train(TRUNCATION)
-    share = cut.info["data"]["truncated_share"]["train"]
-    assert share > 0.5
+    share = cut.info["data"]["cut_share"]["train"]      # longer than max_length (not only reaching it)
+    assert share > 0.5 and cut.info["data"]["truncated_share"]["train"] >= share
     f = one(D.diagnose(cut), "truncation")
-    assert f"{100 * share:.1f}%" in f.evidence and "encode.max_length" in f.fix
+    assert f"{100 * share:.1f}%" in f.evidence and "encode.max_length" in f.fix and "encode.long" in f.fix
+    dropped = cut.info["data"]["dropped_share"]["train"]
+    assert 0 < dropped < 1 and f"{100 * dropped:.1f}% of the train text tokens" in f.evidence
     assert "padding_waste" not in codes(D.diagnose(cut))
     # one optimizer step cannot separate the classes: a collapse there must not blame the lr
     for f in D.diagnose(cut):

@@ -389,17 +389,26 @@ def _padding(ctx: RunContext) -> list[Finding]:
             out.append(Finding("padding_waste", "info", "much of the batch compute is padding",
                                ev + f", train.bucket=true{few}",
                                "lower encode.max_length (cuts the long tail) or train.batch_size"))
-    trunc = ctx.data.get("truncated_share") or {}
+    long = ctx.data.get("long", "head")
+    # runs that record it judge the share of examples actually cut (longer than max_length); older
+    # runs the share that reached max_length. Under chunks no text is dropped: nothing to warn about.
+    trunc = ctx.data.get("cut_share") or ctx.data.get("truncated_share") or {}
     tr = trunc.get("train")
-    if finite(tr) and tr > TRUNCATED_SHARE_MAX:
+    if long != "chunks" and finite(tr) and tr > TRUNCATED_SHARE_MAX:
         others = ", ".join(f"{k} {pct(v)}" for k, v in trunc.items() if k != "train")
         fix = f"raise encode.max_length (now {ml}; try {2 * ml})" if ml else "raise encode.max_length"
         if ctx.cfg and ctx.info.get("task") == "pair":
             fix += f", or choose which text to cut: encode.truncation (now {ctx.cfg.encode.truncation})"
+        elif "cut_share" in ctx.data:
+            fix += (f", or choose what the model sees of a long text: encode.long (now {long}; tail, head+tail, "
+                    "or chunks to score every window)")
+        dropped = (ctx.data.get("dropped_share") or {}).get("train")
+        what = (f"{pct(tr)} of training examples are longer than encode.max_length={ml}, dropping "
+                f"{pct(dropped)} of the train text tokens") if "cut_share" in ctx.data else \
+            f"{pct(tr)} of training examples reach encode.max_length={ml}"
         out.append(Finding(
             "truncation", "warning", "many examples are cut at encode.max_length",
-            f"{pct(tr)} of training examples reach encode.max_length={ml} (threshold "
-            f"{pct(TRUNCATED_SHARE_MAX)}; {others}); mean length after truncation "
+            f"{what} (threshold {pct(TRUNCATED_SHARE_MAX)}; {others}); mean length after truncation "
             f"{fmt(ctx.data.get('mean_tokens'), 1)} tokens", fix))
     return out
 

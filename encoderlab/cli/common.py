@@ -148,6 +148,24 @@ def say_machine_and_time(info: dict) -> None:
         console.print(f"time: {time_breakdown(info['timing'])}", soft_wrap=True)
 
 
+def length_line(data: dict) -> str:
+    """What encode.max_length cut, per split: 'long texts (encode.long = head): cut train 27.5%
+    (18.7% of tokens dropped), ...'; under chunks the windows per document. Empty for runs stored
+    before it was recorded."""
+    if "cut_share" not in data:
+        return ""
+    splits = [k for k in ("train", "validation", "test") if k in data["cut_share"]]
+    long = data.get("long", "head")
+    if long == "chunks":
+        w = data.get("windows", {})
+        return ("long texts (encode.long = chunks): longer than one window " + ", ".join(
+            f"{k} {data['cut_share'][k]:.1%}" for k in splits) + "; windows per document " + ", ".join(
+            f"{k} mean {w[k]['mean']:.1f} max {w[k]['max']}" for k in splits if k in w) + "; no text dropped")
+    return (f"long texts (encode.long = {long}): cut " + ", ".join(
+        f"{k} {data['cut'][k]} of {data['sizes'][k]} ({data['cut_share'][k]:.1%}, {data['dropped_share'][k]:.1%} "
+        f"of text tokens dropped)" for k in splits))
+
+
 def print_findings(findings, show_info: bool = False) -> None:
     style = {"error": "bold red", "warning": "yellow", "info": "dim"}
     shown = [f for f in findings if show_info or f.severity != "info"]
@@ -162,16 +180,17 @@ def print_findings(findings, show_info: bool = False) -> None:
 
 
 def print_data(data: dict) -> None:
-    """The data summary of a fine-tuning run: sizes, lengths, padding, parameters, vocabulary coverage."""
+    """The data summary of a fine-tuning run: sizes, lengths, padding, parameters, what max_length cut,
+    vocabulary coverage."""
     sizes = data["sizes"]
     what = {"multilabel": "labels", "regression": "target"}.get(data["task"], "labels")
     console.print(f"task {data['task']}, {data['num_labels']} {what}; train {sizes['train']}, "
                   f"validation {sizes['validation']}, test {sizes['test']}; mean {data['mean_tokens']:.1f} "
                   f"tokens; {data['train_padding_waste']:.1%} padding in train batches; "
                   f"{data['parameters']:,} parameters", markup=False)
-    line = vocabulary_line(data.get("vocabulary"))
-    if line:
-        console.print(line, markup=False)
+    for line in (length_line(data), vocabulary_line(data.get("vocabulary"))):
+        if line:
+            console.print(line, markup=False)
 
 
 def vocabulary_line(vocab: dict | None) -> str:

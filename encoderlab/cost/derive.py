@@ -20,6 +20,7 @@ from encoderlab import kinds
 from encoderlab import tasks as T
 from encoderlab.cost.runtime import ONNX_FILES, Predictor, export_onnx, quantize_onnx
 from encoderlab.data.dataset import load_data
+from encoderlab.encode.long import Windows
 from encoderlab.encode.text import Encoded, collate, encode_split, eval_batches
 from encoderlab.models.layers import parse_layers, truncate
 from encoderlab.models import classifier
@@ -43,17 +44,21 @@ def new_run(store: RunStore, parent: Run, name: str, **compress) -> tuple[Run, C
 def scored_splits(cfg: C.ExperimentConfig, tokenizer):
     """The run's data (validation and test as the parent saw them) and those two splits encoded."""
     data, _ = load_data(cfg.data)
-    return data, {s: encode_split(tokenizer, getattr(data, s), cfg.encode.max_length,
-                                              cfg.encode.truncation) for s in ("validation", "test")}
+    ec = cfg.encode
+    return data, {s: encode_split(tokenizer, getattr(data, s), ec.max_length, ec.truncation, ec.long, ec.stride,
+                                  ec.pool) for s in ("validation", "test")}
 
 
-def logits_of(predictor: Predictor, enc: Encoded, batch_size: int, pad_id: int) -> np.ndarray:
+def logits_of(predictor: Predictor, enc: Encoded | Windows, batch_size: int, pad_id: int) -> np.ndarray:
+    """(N, K) logits; for `Windows` (encode.long = "chunks") every window, pooled per document."""
+    docs = enc if isinstance(enc, Windows) else None
+    enc = docs.win if docs else enc
     out = np.empty((len(enc), predictor.num_labels), dtype=np.float32)
     for idx in eval_batches(enc.lengths, batch_size):
         batch = collate(enc, idx, pad_id)
         batch.pop("labels")
         out[idx] = predictor.logits(batch)
-    return out
+    return docs.pool_logits(out) if docs else out
 
 
 def finish(run: Run, cfg: C.ExperimentConfig, runtime: str, threads: int = 0) -> dict:

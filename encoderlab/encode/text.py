@@ -13,6 +13,7 @@ import torch
 
 from encoderlab.data.dataset import Split
 from encoderlab.encode.vocab import check_known
+from encoderlab.errors import ConfigError
 
 
 @dataclass
@@ -25,6 +26,8 @@ class Encoded:
     pad_id: int = 0
     feats: list[np.ndarray] | None = None   # task "sequence", scheme patch: (L, D) patch vectors
                                             # at token positions 1..L of each example
+    stats: dict | None = None   # what the length limit cut: examples, cut, cut_share, tokens, dropped_share
+                                # (+ windows_mean / windows_max under encode.long = "chunks")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -34,17 +37,42 @@ class Encoded:
         return collate(self, idx, self.pad_id)
 
 
-def encode_split(tokenizer, split: Split, max_length: int, truncation: str) -> Encoded:
-    out = tokenizer(split.texts, split.pairs, truncation=truncation if split.pairs else True,
+def encode_split(tokenizer, split: Split, max_length: int, truncation: str, long: str = "head",
+                 stride: int = 0, pool: str = "mean"):
+    """Token ids of a split: an `Encoded`, or under `long = "chunks"` a `long.Windows` (several
+    windows per document). Single texts follow the long-text policy (encode/long.py); pairs share
+    the budget as `truncation` says (the tokenizer's own truncation) and accept only "head"."""
+    if split.pairs is None:
+        from encoderlab.encode.long import encode_long
+        enc = encode_long(tokenizer, split, max_length, long, stride, pool)
+        if hasattr(enc, "win"):     # windows: example i of the check is window i of document doc[i]
+            check_known(tokenizer, enc.win.ids, [split.texts[d] for d in enc.doc], None,
+                        lambda i: {"file": split.source or None})
+        else:
+            check_known(tokenizer, enc.ids, split.texts, None, lambda i: {"file": split.source or None})
+        return enc
+    if long != "head":
+        raise ConfigError(f"encode.long = '{long}' applies to single texts; a pair shares encode.max_length "
+                          "as encode.truncation says (longest_first, only_first, only_second)")
+    out = tokenizer(split.texts, split.pairs, truncation=truncation,
                     max_length=max_length, padding=False, return_attention_mask=False,
-                    return_token_type_ids=split.pairs is not None)
+                    return_token_type_ids=True)
     ids = [np.asarray(x, dtype=np.int64) for x in out["input_ids"]]
     check_known(tokenizer, ids, split.texts, split.pairs, lambda i: {"file": split.source or None})
-    types = [np.asarray(x, dtype=np.int64) for x in out["token_type_ids"]] \
-        if split.pairs is not None and "token_type_ids" in out else None
+    types = [np.asarray(x, dtype=np.int64) for x in out["token_type_ids"]] if "token_type_ids" in out else None
     lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+    # what the cut dropped: the whole pairs' lengths, tokenized once more without a limit
+    whole = tokenizer(split.texts, split.pairs, truncation=False, padding=False, return_attention_mask=False,
+                      return_token_type_ids=False, verbose=False)["input_ids"]
+    full = np.fromiter((len(x) for x in whole), dtype=np.int64, count=len(whole))
+    specials = tokenizer.num_special_tokens_to_add(pair=True)
+    text = np.maximum(full - specials, 0)
+    stats = {"examples": len(ids), "cut": int((full > lengths).sum()),
+             "cut_share": float((full > lengths).mean()) if len(ids) else 0.0, "tokens": int(text.sum()),
+             "dropped_share": float((full - lengths).sum() / text.sum()) if text.sum() else 0.0,
+             "mean_text_tokens": float(text.mean()) if len(ids) else 0.0}
     return Encoded(ids, types, lengths, split.labels, int((lengths >= max_length).sum()),
-                   tokenizer.pad_token_id or 0)
+                   tokenizer.pad_token_id or 0, stats=stats)
 
 
 def train_batches(lengths: np.ndarray, batch_size: int, seed: int, bucket: bool,

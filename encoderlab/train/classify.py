@@ -16,6 +16,7 @@ from encoderlab import machine
 from encoderlab import tasks as T
 from encoderlab.data.dataset import TaskData, load_data
 from encoderlab.encode import series, unknown
+from encoderlab.encode.long import for_training
 from encoderlab.encode.text import Encoded, encode_split, padding_waste, train_batches
 from encoderlab.errors import ConfigError, StoreError
 from encoderlab.models import classifier
@@ -54,13 +55,17 @@ def setup(cfg: C.ExperimentConfig, store_root=None, label_names: list[str] | Non
     state = None
     added = extend_vocabulary(cfg.encode, data, tokenizer, model) if cfg.encode.add_tokens else None
     if data.task == "sequence":
+        if cfg.encode.long != "head":
+            raise ConfigError(f"encode.long = '{cfg.encode.long}' applies to text; a numeric sequence keeps "
+                              "its head (shorten it with [series] settings)")
         state = series.fit(cfg.series, data.train)
         tokenizer = series.extend(state, tokenizer, model, cfg.series.vocabulary, cfg.model.init)
         enc = {s: series.encode(state, getattr(data, s), tokenizer, cfg.encode.max_length)
                for s in ("train", "validation", "test")}
     else:
-        enc = {s: encode_split(tokenizer, getattr(data, s), cfg.encode.max_length, cfg.encode.truncation)
-               for s in ("train", "validation", "test")}
+        ec = cfg.encode
+        enc = {s: encode_split(tokenizer, getattr(data, s), ec.max_length, ec.truncation, ec.long, ec.stride,
+                               ec.pool) for s in ("train", "validation", "test")}
     for e in enc.values():      # what the loss sees (regression: standardised targets)
         e.labels = task.train_labels(e.labels)
     model.to(device)
@@ -94,15 +99,16 @@ def extend_vocabulary(ec: C.EncodeConfig, data: TaskData, tokenizer, model) -> d
 def data_summary(s: Setup) -> dict:
     d = s.data
     top, base = d.majority_baseline("validation")
-    waste = padding_waste(s.enc["train"].lengths,
-                          train_batches(s.enc["train"].lengths, s.cfg.train.batch_size, 0, s.cfg.train.bucket))
+    train = for_training(s.enc["train"], 0)     # chunks: the windows an epoch trains on
+    waste = padding_waste(train.lengths, train_batches(train.lengths, s.cfg.train.batch_size, 0, s.cfg.train.bucket))
     out = {"task": d.task, "num_labels": len(d.label_names),
             "sizes": {k: len(getattr(d, k)) for k in ("train", "validation", "test")},
             "majority_class": top, "majority_baseline_validation": base,
             "majority_baseline_test": d.majority_baseline("test")[1],
             "train_class_balance": d.class_balance("train"),
-            "mean_tokens": float(s.enc["train"].lengths.mean()),
+            "mean_tokens": float(train.lengths.mean()),
             "truncated_share": {k: e.at_limit / max(len(e), 1) for k, e in s.enc.items()},
+            **_cut_summary(s),
             "train_padding_waste": waste,
             "parameters": sum(p.numel() for p in s.model.parameters())}
     if d.task != "sequence":                # what the tokenizer could not spell ([UNK]), per split
@@ -124,4 +130,21 @@ def data_summary(s: Setup) -> dict:
     if s.task.kind == "multilabel":
         out["train_label_share"] = {n: float(v) for n, v in zip(d.label_names, d.train.labels.mean(0))}
         out["train_cardinality"] = float(d.train.labels.sum(1).mean())
+    return out
+
+
+def _cut_summary(s: Setup) -> dict:
+    """Per split: the share of examples longer than encode.max_length and the share of their text
+    tokens the model never sees (0 under chunks); under chunks also windows per document."""
+    stats = {k: e.stats for k, e in s.enc.items() if getattr(e, "stats", None)}
+    if not stats:       # numeric sequences
+        return {}
+    out = {"long": s.cfg.encode.long,
+           "cut": {k: v["cut"] for k, v in stats.items()},
+           "cut_share": {k: v["cut_share"] for k, v in stats.items()},
+           "dropped_share": {k: v["dropped_share"] for k, v in stats.items()},
+           "mean_text_tokens": {k: v["mean_text_tokens"] for k, v in stats.items()}}
+    if s.cfg.encode.long == "chunks":
+        out["windows"] = {k: {"mean": v["windows_mean"], "max": v["windows_max"], "total": v["windows"]}
+                          for k, v in stats.items()}
     return out

@@ -154,7 +154,11 @@ def distill(cfg: C.ExperimentConfig, store: RunStore, *, progress: bool = True, 
     task = tasks.Task.from_meta(tmeta)     # the teacher's task: its loss, scores, target scale
     task.label_smoothing = tc.label_smoothing
     metric = tasks.resolve_metric(tc.metric, data.task)
-    enc = {s: encode_split(tok, getattr(data, s), cfg.encode.max_length, cfg.encode.truncation)
+    if cfg.encode.long == "chunks":
+        raise ConfigError("distill: encode.long = 'chunks' is not supported (the soft labels are per example); "
+                          "distill with encode.long = head, tail or head+tail")
+    ec = cfg.encode
+    enc = {s: encode_split(tok, getattr(data, s), ec.max_length, ec.truncation, ec.long)
            for s in ("train", "validation", "test")}
     for e in enc.values():      # what the losses see (regression: the teacher's standardised scale)
         e.labels = task.train_labels(e.labels)

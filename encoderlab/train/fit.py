@@ -14,6 +14,7 @@ import torch
 from encoderlab import config as C
 from encoderlab import machine
 from encoderlab import tasks as T
+from encoderlab.encode.long import for_training
 from encoderlab.encode.text import train_batches
 from encoderlab.errors import StoreError
 from encoderlab.faults import fault
@@ -118,7 +119,10 @@ def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
         with store.running(run, state), graceful_stop() as stop_asked, bar:
             try:
                 for epoch in range(state["epoch"], tc.epochs):
-                    batches = train_batches(s.enc["train"].lengths, tc.batch_size,
+                    # encode.long = "chunks": this epoch's window of each document, drawn from (seed, epoch)
+                    # so a resumed epoch sees the same windows in the same batches
+                    train = for_training(s.enc["train"], tc.seed * 100003 + epoch)
+                    batches = train_batches(train.lengths, tc.batch_size,
                                             seed=tc.seed * 100003 + epoch, bucket=tc.bucket)
                     tr = state["train"]
                     timer.start()
@@ -127,7 +131,7 @@ def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
                         n_ex = sum(len(g) for g in group)
                         for idx in group:
                             idx, n = world.part(idx)    # this process's slice (all of it in one process)
-                            batch = {k: v.to(s.device) for k, v in s.enc["train"].batch(idx).items()}
+                            batch = {k: v.to(s.device) for k, v in train.batch(idx).items()}
                             with autocast(s.device, tc.precision):
                                 out = net(**batch)
                             # weight each micro-batch by its share of the step's examples (x processes:
@@ -140,7 +144,7 @@ def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
                                 tr["loss"] += loss * n
                                 tr["correct"] += s.task.running_hits(out["logits"], batch["labels"])
                                 tr["seen"] += n
-                                tr["tokens"] += int(s.enc["train"].lengths[idx].sum())
+                                tr["tokens"] += int(train.lengths[idx].sum())
                         fault("step")
                         if tc.max_grad_norm:
                             norm = float(torch.nn.utils.clip_grad_norm_(s.model.parameters(), tc.max_grad_norm))
@@ -244,6 +248,7 @@ def _finish(run: Run, s: Setup, state: dict, emit, best_val: dict | None = None,
     s.save(run.dir / "model",
            {"labels": s.data.label_names, "task": s.data.task, "head": C.to_dict(s.cfg.model.head),
             "max_length": s.cfg.encode.max_length, "truncation": s.cfg.encode.truncation,
+            "long": s.cfg.encode.long, "stride": s.cfg.encode.stride, "pool": s.cfg.encode.pool,
             "best_checkpoint": best.name})
     test = results["test"]
     run.update(status="completed", finished=now(), test_accuracy=test.get("accuracy", test.get("subset_accuracy")),

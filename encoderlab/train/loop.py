@@ -19,6 +19,7 @@ import torch
 from encoderlab import machine
 from encoderlab import tasks as T
 from encoderlab import config as C
+from encoderlab.encode.long import Windows
 from encoderlab.encode.text import Encoded, eval_batches
 from encoderlab.errors import EncoderlabError, StoreError
 from encoderlab.faults import fault
@@ -49,8 +50,11 @@ def autocast(device: torch.device, precision: str):
 def predict_logits(model, enc: Encoded, batch_size: int, device, precision: str,
                    progress: Callable[[int], None] | None = None) -> np.ndarray:
     """(N, num_labels) float32 logits in the original example order. `enc` is any task's encoded
-    split: `lengths`, `labels` and `batch(idx)` -> model inputs."""
+    split: `lengths`, `labels` and `batch(idx)` -> model inputs; or `long.Windows`, whose window
+    logits are pooled into one row per document."""
     model.eval()
+    docs = enc if isinstance(enc, Windows) else None
+    enc = docs.win if docs else enc       # encode.long = "chunks": score every window, pool per document
     out = np.empty((len(enc), model.head.net[-1].out_features), dtype=np.float32)
     for idx in eval_batches(enc.lengths, batch_size):
         batch = enc.batch(idx)
@@ -59,9 +63,9 @@ def predict_logits(model, enc: Encoded, batch_size: int, device, precision: str,
             logits = model(**{k: v.to(device) for k, v in batch.items()})["logits"]
         out[idx] = logits.float().cpu().numpy()
         fault("eval")
-        if progress:
-            progress(len(idx))
-    return out
+        if progress:        # in documents (windows count as their share of the split's documents)
+            progress(len(idx) * len(docs) / len(enc) if docs else len(idx))
+    return docs.pool_logits(out) if docs else out
 
 
 def evaluate(model, enc: Encoded, names: list[str], cfg: C.TrainConfig, device,

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from encoderlab import config as C
+from encoderlab.encode.long import for_training
 from encoderlab.encode.text import train_batches
 from encoderlab.errors import ConfigError
 from encoderlab.store import atomic
@@ -199,7 +200,7 @@ def lr_find(cfg: C.ExperimentConfig, *, start: float = 1e-7, end: float = 1.0, s
     diverged = False
     with _torch_state_kept():
         s = setup(cfg, store_root)
-        model, enc, device = s.model, s.enc["train"], s.device
+        model, enc, device = s.model, for_training(s.enc["train"], tc.seed), s.device
         opt = make_optimizer(model, tc)
         # each group's lr relative to train.lr (layer-wise decay, head_lr), kept while sweeping
         ratios = [g["lr"] / tc.lr for g in opt.param_groups]

@@ -16,7 +16,7 @@ from encoderlab import machine
 from encoderlab import tasks as T
 from encoderlab.data.dataset import TaskData, load_data
 from encoderlab.encode import series, unknown
-from encoderlab.encode.long import for_training
+from encoderlab.encode.long import Windows, for_training
 from encoderlab.encode.text import Encoded, encode_split, padding_waste, train_batches
 from encoderlab.errors import ConfigError, StoreError
 from encoderlab.models import classifier
@@ -113,7 +113,9 @@ def data_summary(s: Setup) -> dict:
             "parameters": sum(p.numel() for p in s.model.parameters())}
     if d.task != "sequence":                # what the tokenizer could not spell ([UNK]), per split
         train_texts = list(d.train.texts) + list(d.train.pairs or [])
-        out["vocabulary"] = unknown.summary(s.tokenizer, {k: e.ids for k, e in s.enc.items()}, train_texts)
+        # chunks: counted over the windows (the tokens the model sees; overlaps count twice)
+        ids = {k: (e.win if isinstance(e, Windows) else e).ids for k, e in s.enc.items()}
+        out["vocabulary"] = unknown.summary(s.tokenizer, ids, train_texts)
         if s.added:
             out["vocabulary"]["added"] = s.added
     if s.task.kind != "classification":     # the task's trivial baseline (train-frequent labels / train mean)

@@ -54,6 +54,7 @@ def test_quantize_serves_int8_close_to_fp32(tiny_teacher):
     store, teacher = tiny_teacher
     run, res = derive.quantize_run(store, teacher)
     assert run.info["runtime"] == "torch-int8" and run.info["name"] == "teacher-int8"
+    assert run.info["quantizer"].startswith("torchao 0.")
     int8 = Predictor(run.dir / "model", "torch-int8")
     linears = [m for m in int8.model.modules() if isinstance(m, torch.nn.Linear)]
     assert len(linears) >= 2 * 6 + 1                     # 2 layers x (q, k, v, out, up, down) + head
@@ -91,6 +92,7 @@ def test_legacy_int8_is_the_deprecated_torch_ao_path(tiny_teacher):
     store, teacher = tiny_teacher
     run, res = derive.quantize_run(store, teacher, runtime="torch-int8-legacy")
     assert run.info["runtime"] == "torch-int8-legacy" and run.info["name"] == "teacher-int8-legacy"
+    assert "quantize_dynamic" in run.info["quantizer"]
     legacy = Predictor(run.dir / "model", "torch-int8-legacy")
     mods = list(legacy.model.modules())
     assert sum(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in mods) >= 2 * 6 + 1

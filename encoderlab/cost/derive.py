@@ -19,7 +19,7 @@ import torch
 from encoderlab import config as C
 from encoderlab import kinds
 from encoderlab import tasks as T
-from encoderlab.cost.runtime import ONNX_FILES, QUANTIZERS, Predictor, export_onnx, quantize_onnx
+from encoderlab.cost.runtime import ONNX_FILES, QUANTIZERS, Predictor, export_onnx, quantize_onnx, quantizer_of
 from encoderlab.data.dataset import load_data
 from encoderlab.errors import ConfigError
 from encoderlab.encode.text import Encoded, collate, encode_split, eval_batches
@@ -126,7 +126,9 @@ def quantize_run(store: RunStore, parent: Run, name: str = "", runtime: str = "t
                        layers=parent.config().compress.layers, runtime=runtime)
     with store.running(run, restarts="derived runs are made again, not resumed"):
         copy_model(src, run.dir / "model")
-        return run, finish(run, cfg, runtime)
+        results = finish(run, cfg, runtime)
+        run.update(quantizer=quantizer_of(runtime))
+        return run, results
 
 
 def export_run(store: RunStore, parent: Run, int8: bool = False, name: str = "",

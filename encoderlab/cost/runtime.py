@@ -68,6 +68,15 @@ def quantize_legacy(model: torch.nn.Module) -> torch.nn.Module:
 QUANTIZERS = {"torch-int8": quantize_torchao, "torch-int8-legacy": quantize_legacy}
 
 
+def quantizer_of(runtime: str) -> str:
+    """What a PyTorch int8 runtime quantizes with, versioned (stored with each quantized run: runs
+    quantized before torchao served `torch-int8` hold no such field and were scored by quantize_dynamic)."""
+    if runtime == "torch-int8":
+        from importlib import metadata
+        return f"torchao {metadata.version('torchao')} Int8DynamicActivationInt8WeightConfig"
+    return f"torch {torch.__version__} torch.ao.quantization.quantize_dynamic"
+
+
 class _Logits(torch.nn.Module):
     """The classifier as (input_ids, attention_mask[, token_type_ids]) -> logits, for export."""
 

@@ -102,6 +102,14 @@ def test_legacy_int8_is_the_deprecated_torch_ao_path(tiny_teacher):
         derive.quantize_run(store, teacher, runtime="onnx")
 
 
+def test_cli_quantize_legacy_flag(tiny_teacher, capsys):
+    from encoderlab.cli import main
+    store, teacher = tiny_teacher
+    assert main(["--store", str(store.root), "quantize", teacher.id, "--legacy", "--name", "cli-legacy"]) == 0
+    assert "(torch-int8-legacy)" in capsys.readouterr().out
+    assert store.get("cli-legacy").info["runtime"] == "torch-int8-legacy"
+
+
 def test_torch_int8_without_torchao_names_the_extra(tiny_teacher, monkeypatch):
     import sys
     _, teacher = tiny_teacher

@@ -6,14 +6,16 @@ A run's model folder (see `models/classifier.save`) may hold, besides the Huggin
 dynamic int8 quantization). The PyTorch int8 runtimes are computed at load time from the fp32
 weights, so they need no file of their own: both quantizations are pure functions of the weights
 (per-channel / per-tensor absmax scales, round to nearest), so a reload serves the same model.
-Saving the quantized weights instead is not done: torchao's int8 tensor subclasses do not go
-through `safetensors.torch.save_file`, and `torch.save` of them would need unpickling to load.
+Saving the quantized weights instead is not done: `safetensors.torch.save_file` fails on torchao's
+int8 tensor subclasses (torchao 0.18: "invalid python storage"); `torch.save` +
+`torch.load(weights_only=True)` would work, but as a second copy of the weights tied to torchao's
+tensor format.
 
 - `torch-int8`: torchao `Int8DynamicActivationInt8WeightConfig` (int8 per-channel weights, int8
   per-token activations quantized on the fly, `torch._int_mm`) on every `nn.Linear`.
 - `torch-int8-legacy`: `torch.ao.quantization.quantize_dynamic` (qint8 per-tensor weights, fbgemm /
   onednn kernels). Deprecated by PyTorch (to move to torchao); kept because it is the faster of the
-  two in eager mode on CPUs measured so far (README, "PyTorch int8: torchao vs legacy")."""
+  two in eager mode on CPUs measured so far (README, "PyTorch int8")."""
 
 from __future__ import annotations
 

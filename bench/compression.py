@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Compression trade-off on builtin:wordnet-lexname: a fine-tuned MiniLM-L6 teacher, distilled
-students that keep some of its layers, each served as PyTorch fp32 / dynamic int8 and ONNX Runtime
-fp32 / int8; one interleaved latency benchmark; the trade-off table (accuracy on the test split,
-latency p50, throughput, size, % change vs the teacher served PyTorch eager fp32).
+students that keep some of its layers, each served as PyTorch fp32 / int8 (torchao, and the
+deprecated quantize_dynamic as torch-int8-legacy) and ONNX Runtime fp32 / int8; one interleaved
+latency benchmark; the trade-off table (accuracy on the test split, latency p50, throughput, size,
+% change vs the teacher served PyTorch eager fp32).
 
 Every step reuses a completed run of the same name in the store, so a rerun only benchmarks:
 
@@ -14,7 +15,9 @@ The same through the CLI (what this script calls):
     encoderlab distill teacher name=distill-L2 compress.layers=first:2 train.epochs=8 train.lr=1.5e-4 \\
         compress.soft_weight=0.8 train.threads=1
     encoderlab export distill-L2 --int8
-    encoderlab bench teacher teacher@torch-int8 distill-L2 distill-L2@torch-int8 distill-L2-onnx-int8
+    encoderlab quantize distill-L2 --legacy
+    encoderlab bench teacher teacher@torch-int8 distill-L2 distill-L2@torch-int8 distill-L2@torch-int8-legacy \\
+        distill-L2-onnx-int8
     encoderlab tradeoff teacher --format markdown
 """
 
@@ -34,6 +37,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def completed(store, name: str):
     runs = [r for r in store.list(name=name) if r["name"] == name and r["status"] == "completed"]
     return store.get(runs[-1]["id"]) if runs else None
+
+
+def quantized(store, parent, name: str, runtime: str):
+    """The completed int8 run of that name and quantizer, else a new one. A `torch-int8` run without a
+    `quantizer` field predates torchao (it was scored with quantize_dynamic) and is not reused."""
+    from encoderlab.cost.derive import quantize_run
+    from encoderlab.cost.runtime import quantizer_of
+    run = completed(store, name)
+    if run is not None and run.info.get("quantizer", "").split(" ")[0] == quantizer_of(runtime).split(" ")[0]:
+        return run
+    return quantize_run(store, parent, name, runtime=runtime)[0]
 
 
 def main(argv=None) -> int:
@@ -61,7 +75,7 @@ def main(argv=None) -> int:
     from encoderlab.analysis import tradeoff as TO
     from encoderlab.cli import QUICKSTART
     from encoderlab.cost.bench import bench_targets
-    from encoderlab.cost.derive import export_run, quantize_run
+    from encoderlab.cost.derive import export_run
     from encoderlab.store.runs import RunStore
     from encoderlab.train.distill import distill, student_config
     from encoderlab.train.fit import fit
@@ -75,11 +89,12 @@ def main(argv=None) -> int:
     print(f"teacher {teacher.id}: test accuracy {teacher.info['test_accuracy']:.4f}")
 
     equivalence = []
-    t_int8 = completed(store, f"{args.teacher}-int8") or quantize_run(store, teacher, f"{args.teacher}-int8")[0]
+    t_int8 = quantized(store, teacher, f"{args.teacher}-int8", "torch-int8")
+    t_legacy = quantized(store, teacher, f"{args.teacher}-int8-legacy", "torch-int8-legacy")
     t_onnx8 = completed(store, f"{args.teacher}-onnx-int8") or export_run(store, teacher, int8=True,
                                                                          name=f"{args.teacher}-onnx-int8")[0]
     equivalence.append({"run": t_onnx8.info["name"], **t_onnx8.info["export"]})
-    targets = [f"{teacher.id}@torch", t_int8.id, t_onnx8.id]
+    targets = [f"{teacher.id}@torch", t_int8.id, t_legacy.id, t_onnx8.id]
     specs = args.students.split(",")
     names = args.names.split(",") if args.names else [f"distill-{s.replace(':', '')}" for s in specs]
     if len(names) != len(specs):
@@ -94,13 +109,14 @@ def main(argv=None) -> int:
                 f"compress.temperature={args.temperature}", f"train.threads={args.threads}"]), store)
         print(f"{name} {student.id}: validation {student.info['best_value']:.4f}, "
               f"test accuracy {student.info['test_accuracy']:.4f}")
-        int8 = completed(store, f"{name}-int8") or quantize_run(store, student, f"{name}-int8")[0]
+        int8 = quantized(store, student, f"{name}-int8", "torch-int8")
+        legacy = quantized(store, student, f"{name}-int8-legacy", "torch-int8-legacy")
         onnx = completed(store, f"{name}-onnx") or export_run(store, student, name=f"{name}-onnx")[0]
         onnx8 = completed(store, f"{name}-onnx-int8") or export_run(store, student, int8=True,
                                                                     name=f"{name}-onnx-int8")[0]
         for r in (onnx, onnx8):
             equivalence.append({"run": r.info["name"], **r.info["export"]})
-        targets += [f"{student.id}@torch", int8.id, onnx.id, onnx8.id]
+        targets += [f"{student.id}@torch", int8.id, legacy.id, onnx.id, onnx8.id]
 
     print(f"benchmarking {len(targets)} targets interleaved ({args.rounds} rounds x {args.batches} batches of "
           f"{args.batch_size}, {args.threads} thread(s)); load average now {os.getloadavg()}", flush=True)

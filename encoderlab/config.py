@@ -237,6 +237,11 @@ class RankingConfig:
                                ("model", "mention"), late=True)
 
 
+# how a stored model can be served (cost/runtime.py): PyTorch eager fp32; int8 through torchao
+# (torch-int8) or the deprecated torch.ao.quantization.quantize_dynamic (torch-int8-legacy); ONNX Runtime
+RUNTIMES = ("torch", "torch-int8", "torch-int8-legacy", "onnx", "onnx-int8")
+
+
 @dataclass(frozen=True)
 class CompressConfig:
     """Runs derived from a fine-tuned teacher run (`encoderlab truncate / distill / quantize /
@@ -249,8 +254,7 @@ class CompressConfig:
     student: str = opt("teacher", "distill: start from the teacher's (kept) layers and weights, or a "
                        "fresh model built from [model] (e.g. narrower, model.init = \"random\")",
                        ("teacher", "model"), late=True)
-    runtime: str = opt("torch", "how the run's model is served by default",
-                       ("torch", "torch-int8", "onnx", "onnx-int8"), late=True)
+    runtime: str = opt("torch", "how the run's model is served by default", RUNTIMES, late=True)
     temperature: float = opt(2.0, "distill: softmax temperature of the soft-label KL", late=True)
     soft_weight: float = opt(0.5, "distill: weight of the soft-label KL (1 - it weighs hard-label CE)",
                              late=True)

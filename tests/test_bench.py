@@ -35,9 +35,14 @@ def test_fixed_batches_have_the_asked_shape_and_real_tokens(tiny_teacher):
 
 def test_bench_interleaves_stores_and_feeds_the_tradeoff_table(family):
     store, teacher, small, onnx = family
-    rows = bench.bench_targets(store, [teacher.id, f"{small.id}@torch-int8", onnx.id], batch_sizes=(8,),
+    rows = bench.bench_targets(store, [teacher.id, f"{small.id}@torch-int8", f"{small.id}@torch-int8-legacy",
+                                       onnx.id], batch_sizes=(8,),
                                seq_lens=(0, 16), n_batches=2, rounds=2, warmup=1, train_steps=2)
-    assert len(rows) == 6
+    assert len(rows) == 8
+    # torchao and the deprecated torch.ao path are two rows of one session, with their own sizes
+    int8 = {r["runtime"]: r for r in rows if r["seq_len"] == "data" and r["runtime"].startswith("torch-int8")}
+    assert set(int8) == {"torch-int8", "torch-int8-legacy"}
+    assert all(0 < r["size_mb"] < rows[0]["size_mb"] for r in int8.values())
     ref = [r for r in rows if r["target"].startswith("teacher@torch")]
     assert all(r["latency_change_pct"] == 0 for r in ref) and ref[0]["train_tokens_per_s"] > 0
     for r in rows:
@@ -51,7 +56,7 @@ def test_bench_interleaves_stores_and_feeds_the_tradeoff_table(family):
     assert {r["runtime"] for r in stored} == {"onnx"} and len(stored) == 2
     table, meta = TO.table([teacher, small, onnx])
     assert meta["batch_size"] == 8 and meta["reference"].startswith("teacher@torch")
-    assert {r["target"].split("@")[1] for r in table} == {"torch", "torch-int8", "onnx"}
+    assert {r["target"].split("@")[1] for r in table} == {"torch", "torch-int8", "torch-int8-legacy", "onnx"}
     # the truncated run was scored in PyTorch fp32: served as int8 its accuracy is not known
     assert next(r for r in table if r["runtime"] == "torch-int8")["accuracy"] is None
     teach = next(r for r in table if r["target"] == meta["reference"])

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from encoderlab.cost import derive
@@ -47,15 +48,75 @@ def test_truncate_keeps_the_chosen_layers_weights(tiny_teacher):
 
 
 def test_quantize_serves_int8_close_to_fp32(tiny_teacher):
+    """torch-int8 is torchao: every Linear of encoder and head holds int8 weights, and the tiny
+    model's test labels agree with its fp32 self on >= 90 % of the 80 test glosses."""
+    from torchao.quantization import Int8Tensor
     store, teacher = tiny_teacher
     run, res = derive.quantize_run(store, teacher)
-    assert run.info["runtime"] == "torch-int8"
+    assert run.info["runtime"] == "torch-int8" and run.info["name"] == "teacher-int8"
+    assert run.info["quantizer"].startswith("torchao 0.")
+    int8 = Predictor(run.dir / "model", "torch-int8")
+    linears = [m for m in int8.model.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) >= 2 * 6 + 1                     # 2 layers x (q, k, v, out, up, down) + head
+    assert all(isinstance(m.weight, Int8Tensor) and m.weight.qdata.dtype == torch.int8 for m in linears)
     fp32 = Predictor(teacher.dir / "model", "torch")
     _, enc = derive.scored_splits(run.config(), fp32.tokenizer)
     ref = derive.logits_of(fp32, enc["test"], 64, 0)
     agree = (ref.argmax(1) == res["test"]["logits"].argmax(1)).mean()
     assert agree >= 0.9
     assert not np.allclose(ref, res["test"]["logits"])       # it really is another model
+    # int8 weights + scales are pickled, not a float copy (the tiny model's fp32 embeddings dominate both)
+    import io
+    buf = io.BytesIO()
+    torch.save(fp32.model.state_dict(), buf)
+    assert int8.size_bytes < buf.tell()
+
+
+def test_quantized_run_reloads_to_the_same_model(tiny_teacher, two_class_csv):
+    """A torch-int8 run stores fp32 weights and quantizes at load: loading it again (Predictor,
+    predict) serves exactly the model it was scored with."""
+    from encoderlab import predict as P
+    store, teacher = tiny_teacher
+    run, res = derive.quantize_run(store, teacher, name="reload-int8")
+    assert not any("int8" in p.name for p in (run.dir / "model").iterdir())   # no second copy of the weights
+    again = Predictor(run.dir / "model", run.info["runtime"])
+    _, enc = derive.scored_splits(run.config(), again.tokenizer)
+    same_batches = run.config().train.eval_batch_size          # as the run was scored: same shapes, same sums
+    np.testing.assert_array_equal(derive.logits_of(again, enc["test"], same_batches, 0), res["test"]["logits"])
+    frame, _ = P.predict(run, str(two_class_csv / "test.csv"))      # served as the run's own runtime
+    names = run.labels()
+    assert list(frame["predicted"]) == [names[i] for i in res["test"]["logits"].argmax(1)]
+
+
+def test_legacy_int8_is_the_deprecated_torch_ao_path(tiny_teacher):
+    store, teacher = tiny_teacher
+    run, res = derive.quantize_run(store, teacher, runtime="torch-int8-legacy")
+    assert run.info["runtime"] == "torch-int8-legacy" and run.info["name"] == "teacher-int8-legacy"
+    assert "quantize_dynamic" in run.info["quantizer"]
+    legacy = Predictor(run.dir / "model", "torch-int8-legacy")
+    mods = list(legacy.model.modules())
+    assert sum(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in mods) >= 2 * 6 + 1
+    assert not any(type(m) is torch.nn.Linear for m in mods)
+    assert 0.5 <= run.info["test_accuracy"] <= 1
+    with pytest.raises(ConfigError, match="not one of torch-int8, torch-int8-legacy"):
+        derive.quantize_run(store, teacher, runtime="onnx")
+
+
+def test_cli_quantize_legacy_flag(tiny_teacher, capsys):
+    from encoderlab.cli import main
+    store, teacher = tiny_teacher
+    assert main(["--store", str(store.root), "quantize", teacher.id, "--legacy", "--name", "cli-legacy"]) == 0
+    assert "(torch-int8-legacy)" in capsys.readouterr().out
+    assert store.get("cli-legacy").info["runtime"] == "torch-int8-legacy"
+
+
+def test_torch_int8_without_torchao_names_the_extra(tiny_teacher, monkeypatch):
+    import sys
+    _, teacher = tiny_teacher
+    monkeypatch.setitem(sys.modules, "torchao.quantization", None)      # as if torchao were not installed
+    with pytest.raises(ConfigError, match=r"needs torchao: pip install -e \"\.\[int8\]\"") as e:
+        Predictor(teacher.dir / "model", "torch-int8")
+    assert "torch-int8-legacy" in str(e.value)
 
 
 def test_export_onnx_matches_pytorch_and_predict_serves_it(tiny_teacher, two_class_csv):

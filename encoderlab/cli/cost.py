@@ -83,7 +83,8 @@ def cmd_truncate(args):
 def cmd_quantize(args):
     from encoderlab.cost.derive import quantize_run
     store = open_store(args)
-    run, results = quantize_run(store, store.get(args.run), args.name or "")
+    run, results = quantize_run(store, store.get(args.run), args.name or "",
+                                runtime="torch-int8-legacy" if args.legacy else "torch-int8")
     print_derived(run, results)
 
 
@@ -136,8 +137,9 @@ def add_verbs(sub) -> None:
              "encoderlab bench teacher teacher-L2-distill-onnx-int8 --batch-sizes 32 --threads 1\n"
              "  encoderlab bench last@torch last@torch-int8 --seq-lens 16,64 --train-steps 10")
     p.add_argument("targets", nargs="+", metavar="RUN[@RUNTIME]",
-                   help="runs (id, prefix, name, 'last') or saved model folders; @torch | @torch-int8 | @onnx | "
-                        "@onnx-int8 picks the runtime (default: the run's own); the first is the reference")
+                   help="runs (id, prefix, name, 'last') or saved model folders; @torch | @torch-int8 | "
+                        "@torch-int8-legacy | @onnx | @onnx-int8 picks "
+                        "the runtime (default: the run's own); the first is the reference")
     p.add_argument("--batch-sizes", default="32", help="comma-separated batch sizes (default 32)")
     p.add_argument("--seq-lens", default="0", help="comma-separated fixed sequence lengths; 0 = real data "
                    "batches padded to their longest example (default)")
@@ -167,10 +169,12 @@ def add_verbs(sub) -> None:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true")
 
-    p = add_verb(sub, "quantize", cmd_quantize, "new run served as PyTorch dynamic int8 (Linear layers)",
-             "encoderlab quantize teacher-distill")
+    p = add_verb(sub, "quantize", cmd_quantize, "new run served as PyTorch dynamic int8 (Linear layers; torchao "
+             "int8 weights x int8 dynamic activations)", "encoderlab quantize teacher-distill")
     p.add_argument("run")
-    p.add_argument("--name")
+    p.add_argument("--name", help="name of the new run (default <parent>-int8, or <parent>-int8-legacy)")
+    p.add_argument("--legacy", action="store_true", help="PyTorch's deprecated torch.ao quantize_dynamic "
+                   "(runtime torch-int8-legacy) instead of torchao")
 
     p = add_verb(sub, "export", cmd_export, "new run served by ONNX Runtime (dynamic batch/sequence axes; optional "
              "onnxruntime int8), with an equivalence check vs PyTorch on the test split",

@@ -139,5 +139,6 @@ def add_runs_show_predict(sub) -> None:
     p.add_argument("--text", help="text column if it differs from the run's data.text")
     p.add_argument("--text-pair", help="second text column if it differs from the run's data.text_pair")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--runtime", choices=["torch", "torch-int8", "onnx", "onnx-int8"],
+    from encoderlab.config import RUNTIMES
+    p.add_argument("--runtime", choices=list(RUNTIMES),
                    help="serve with this runtime (default: the run's own; onnx* need `encoderlab export`)")

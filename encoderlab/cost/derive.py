@@ -1,4 +1,5 @@
-"""New stored runs derived from a fine-tuned run: layer truncation, dynamic int8, ONNX export.
+"""New stored runs derived from a fine-tuned run: layer truncation, dynamic int8 (torchao, or the
+deprecated torch.ao path), ONNX export.
 
 A derived run is an ordinary run folder: its config is the parent's with `[compress]` filled in
 (teacher, layers, runtime), its `model/` is a complete classifier folder (plus `model.onnx` /
@@ -18,9 +19,10 @@ import torch
 from encoderlab import config as C
 from encoderlab import kinds
 from encoderlab import tasks as T
-from encoderlab.cost.runtime import ONNX_FILES, Predictor, export_onnx, quantize_onnx
+from encoderlab.cost.runtime import ONNX_FILES, QUANTIZERS, Predictor, export_onnx, quantize_onnx, quantizer_of
 from encoderlab.data.dataset import load_data
 from encoderlab.encode.long import Windows
+from encoderlab.errors import ConfigError
 from encoderlab.encode.text import Encoded, collate, encode_split, eval_batches
 from encoderlab.models.layers import parse_layers, truncate
 from encoderlab.models import classifier
@@ -117,16 +119,21 @@ def copy_model(src: Path, dst: Path) -> None:
             shutil.copy2(p, dst / p.name)
 
 
-def quantize_run(store: RunStore, parent: Run, name: str = "") -> tuple[Run, dict]:
-    """A new run served as PyTorch dynamic int8 (Linear layers); the fp32 weights are kept and
+def quantize_run(store: RunStore, parent: Run, name: str = "", runtime: str = "torch-int8") -> tuple[Run, dict]:
+    """A new run served as PyTorch dynamic int8 (Linear layers): torchao (`torch-int8`) or the
+    deprecated torch.ao quantize_dynamic (`torch-int8-legacy`); the fp32 weights are kept and
     quantized at load, which is deterministic."""
+    if runtime not in QUANTIZERS:
+        raise ConfigError(f"quantize: runtime '{runtime}' is not one of {', '.join(QUANTIZERS)}")
     src = _parent_model(parent, "quantize")
-    run, cfg = new_run(store, parent, name or f"{parent.info['name']}-int8",
+    run, cfg = new_run(store, parent, name or f"{parent.info['name']}-{runtime.removeprefix('torch-')}",
                        teacher=parent.config().compress.teacher or parent.id,
-                       layers=parent.config().compress.layers, runtime="torch-int8")
+                       layers=parent.config().compress.layers, runtime=runtime)
     with store.running(run, restarts="derived runs are made again, not resumed"):
         copy_model(src, run.dir / "model")
-        return run, finish(run, cfg, "torch-int8")
+        results = finish(run, cfg, runtime)
+        run.update(quantizer=quantizer_of(runtime))
+        return run, results
 
 
 def export_run(store: RunStore, parent: Run, int8: bool = False, name: str = "",

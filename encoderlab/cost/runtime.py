@@ -3,8 +3,19 @@ dynamic int8) or ONNX Runtime (fp32 or int8). Bench, evaluation and predict all 
 
 A run's model folder (see `models/classifier.save`) may hold, besides the Hugging Face weights,
 `model.onnx` (exported with dynamic batch/sequence axes) and `model.int8.onnx` (its onnxruntime
-dynamic int8 quantization). `torch-int8` is computed at load time from the fp32 weights (PyTorch's
-dynamic quantization is a pure function of them), so it needs no file of its own."""
+dynamic int8 quantization). The PyTorch int8 runtimes are computed at load time from the fp32
+weights, so they need no file of their own: both quantizations are pure functions of the weights
+(per-channel / per-tensor absmax scales, round to nearest), so a reload serves the same model.
+Saving the quantized weights instead is not done: `safetensors.torch.save_file` fails on torchao's
+int8 tensor subclasses (torchao 0.18: "invalid python storage"); `torch.save` +
+`torch.load(weights_only=True)` would work, but as a second copy of the weights tied to torchao's
+tensor format.
+
+- `torch-int8`: torchao `Int8DynamicActivationInt8WeightConfig` (int8 per-channel weights, int8
+  per-token activations quantized on the fly, `torch._int_mm`) on every `nn.Linear`.
+- `torch-int8-legacy`: `torch.ao.quantization.quantize_dynamic` (qint8 per-tensor weights, fbgemm /
+  onednn kernels). Deprecated by PyTorch (to move to torchao); kept because it is the faster of the
+  two in eager mode on CPUs measured so far (README, "PyTorch int8")."""
 
 from __future__ import annotations
 
@@ -15,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from encoderlab.config import RUNTIMES
 from encoderlab.errors import ConfigError, StoreError
 
-RUNTIMES = ("torch", "torch-int8", "onnx", "onnx-int8")
 ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
 
 
@@ -30,12 +41,42 @@ def check_runtime(name: str) -> str:
     return name
 
 
-def quantize_dynamic(model: torch.nn.Module) -> torch.nn.Module:
-    """Linear layers -> int8 weights with activations quantized on the fly (CPU inference only)."""
+def quantize_torchao(model: torch.nn.Module) -> torch.nn.Module:
+    """Every nn.Linear (encoder and head) -> torchao int8 weights (per output channel) with int8
+    activations quantized per token on the fly; in place, returns the model."""
+    import logging
+    # its import reports CUDA-only kernel libraries it cannot load and a torch.compile notice
+    logging.getLogger("torchao").setLevel(logging.ERROR)
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+    try:
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+    except ImportError:
+        raise ConfigError("runtime 'torch-int8' needs torchao: pip install -e \".[int8]\" (or serve with "
+                          "'torch-int8-legacy', PyTorch's deprecated quantize_dynamic)") from None
+    # set_inductor_config would change global torch.compile settings; we serve eagerly
+    quantize_(model, Int8DynamicActivationInt8WeightConfig(set_inductor_config=False))
+    return model
+
+
+def quantize_legacy(model: torch.nn.Module) -> torch.nn.Module:
+    """torch.ao.quantization.quantize_dynamic: Linear layers -> qint8 weights (per tensor), activations
+    quantized on the fly. Deprecated by PyTorch in favour of torchao; returns a new model."""
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")   # torch.ao.quantization announces its move to torchao
         return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+QUANTIZERS = {"torch-int8": quantize_torchao, "torch-int8-legacy": quantize_legacy}
+
+
+def quantizer_of(runtime: str) -> str:
+    """What a PyTorch int8 runtime quantizes with, versioned (stored with each quantized run: runs
+    quantized before torchao served `torch-int8` hold no such field and were scored by quantize_dynamic)."""
+    if runtime == "torch-int8":
+        from importlib import metadata
+        return f"torchao {metadata.version('torchao')} Int8DynamicActivationInt8WeightConfig"
+    return f"torch {torch.__version__} torch.ao.quantization.quantize_dynamic"
 
 
 class _Logits(torch.nn.Module):
@@ -114,7 +155,7 @@ class Predictor:
             self.input_names = {i.name for i in self.session.get_inputs()}
             self.size_bytes = path.stat().st_size
         else:
-            self.model = quantize_dynamic(meta_model) if runtime == "torch-int8" else meta_model
+            self.model = QUANTIZERS[runtime](meta_model) if runtime in QUANTIZERS else meta_model
             self.model.eval()
             self.size_bytes = _torch_size(self.folder) if runtime == "torch" else _serialized_size(self.model)
 
@@ -134,7 +175,8 @@ def _torch_size(folder: Path) -> int:
 
 
 def _serialized_size(model: torch.nn.Module) -> int:
-    """Bytes of the quantized state dict as torch.save writes it (int8 weights + scales)."""
+    """Bytes of the quantized state dict as torch.save writes it (int8 weights + scales; torchao's
+    tensor subclasses pickle their int8 data and scales, not a dequantized copy)."""
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
     return buf.tell()
@@ -142,4 +184,4 @@ def _serialized_size(model: torch.nn.Module) -> int:
 
 def available(folder: Path) -> list[str]:
     """Runtimes this model folder can be served with."""
-    return ["torch", "torch-int8"] + [r for r, f in ONNX_FILES.items() if (Path(folder) / f).exists()]
+    return ["torch", *QUANTIZERS] + [r for r, f in ONNX_FILES.items() if (Path(folder) / f).exists()]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -17,6 +18,11 @@ from transformers.utils import logging as hf_logging
 from encoderlab.config import HeadConfig, ModelConfig
 from encoderlab.errors import ConfigError
 from encoderlab.models import registry
+
+# transformers imports torchao when it is installed (the `int8` extra); torchao's import then warns
+# about its CUDA-only kernel libraries and a torch.compile registration notice: not news on a CPU
+for _name in ("torchao", "torch.utils._pytree"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
 
 
 class Head(nn.Module):

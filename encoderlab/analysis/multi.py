@@ -192,7 +192,7 @@ def dataset_matrix(runs: Sequence[Run], metric: str = "accuracy", split: str = "
     varied, _ = varied_fixed([g[0].flat for g in groups], keys) if groups else ([], {})
     cells: dict[str, dict[str, float]] = {}
     for g in groups:
-        name = label(g[0].flat, varied) if varied else g[0].name
+        name = label(g[0].flat, varied) if varied else str(g[0].flat.get("name") or g[0].id)
         for ds in {short[f.flat.get("data.source", "")] for f in g}:
             vals = [f.value(split, metric) for f in g if short[f.flat.get("data.source", "")] == ds]
             cells.setdefault(name, {})[ds] = float(np.mean(vals))

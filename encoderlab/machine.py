@@ -150,8 +150,22 @@ def _cache_key() -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
+def _busy() -> str | None:
+    """'load 15.2 on 2 cores' when more processes wanted the CPU over the last minute than this
+    process has cores, else None. A probe measured then is used once but not cached: seen on an
+    AVX512-BF16 CPU at load 15 on 2 cores, 2-thread bf16 fell to 28.6 vs fp32 58.1 GFLOP/s (quiet:
+    ~440 vs ~170) and the cached verdict kept every later run in fp32."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return None
+    cores = cores_available()[0]
+    return f"load {load:.1f} on {cores} core{'s' if cores != 1 else ''}" if load > cores + 0.5 else None
+
+
 def probe(refresh: bool = False) -> dict:
-    """{"fp32": GFLOP/s, "bf16": GFLOP/s, "cached": bool} of this CPU at the current thread count."""
+    """{"fp32": GFLOP/s, "bf16": GFLOP/s, "cached": bool} of this CPU at the current thread count.
+    A measurement taken while the machine is busy (`_busy`) is returned with "busy" and not cached."""
     path, key = _cache_file(), _cache_key()
     cache = {}
     try:
@@ -166,6 +180,9 @@ def probe(refresh: bool = False) -> dict:
               for _ in range(PROBE_ROUNDS)]
     result = {"fp32": round(max(r[0] for r in rounds), 1), "bf16": round(max(r[1] for r in rounds), 1),
               "capability": capability(), "threads": torch.get_num_threads(), "torch": torch.__version__}
+    busy = _busy()
+    if busy:
+        return {**result, "cached": False, "busy": busy}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -177,7 +194,8 @@ def probe(refresh: bool = False) -> dict:
 
 
 def _cpu_ratio_text(p: dict) -> str:
-    return f"bf16 matmul {p['bf16']:.1f} GFLOP/s vs fp32 {p['fp32']:.1f} GFLOP/s on this CPU"
+    busy = f" (measured at {p['busy']}: not cached, measured again next run)" if p.get("busy") else ""
+    return f"bf16 matmul {p['bf16']:.1f} GFLOP/s vs fp32 {p['fp32']:.1f} GFLOP/s on this CPU{busy}"
 
 
 _warned: set[str] = set()
@@ -277,7 +295,7 @@ def report(store_root: str | os.PathLike, refresh: bool = False) -> dict:
         "cpu": {"model": cpu_model(), "capability": capability(), "isa_flags": isa,
                 "overrides": {k: os.environ[k] for k in ISA_OVERRIDES if k in os.environ},
                 "os_cpus": os.cpu_count(), "cores_available": cores, "cores_reason": cores_why},
-        "matmul_gflops": {"fp32": p["fp32"], "bf16": p["bf16"], "cached": p["cached"],
+        "matmul_gflops": {"fp32": p["fp32"], "bf16": p["bf16"], "cached": p["cached"], "busy": p.get("busy"),
                           "shape": "x".join(map(str, PROBE_SHAPE)), "cache": str(_cache_file())},
         "runs_use": {"precision": prec.name, "precision_reason": prec.reason,
                      "threads": threads, "threads_reason": threads_why},

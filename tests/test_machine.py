@@ -20,6 +20,7 @@ def probe_says(monkeypatch, tmp_path):
     monkeypatch.setenv("ENCODERLAB_CACHE", str(tmp_path / "cache"))
     machine._resolve.cache_clear()
     machine._warned.clear()
+    monkeypatch.setattr(machine, "_busy", lambda: None)     # a quiet machine unless a test says otherwise
     calls = []
 
     def set_(fp32: float, bf16: float):
@@ -177,3 +178,25 @@ def test_probe_keeps_the_best_round_so_a_busy_moment_cannot_flip_the_choice(prob
     p = machine.probe(refresh=True)
     assert (p["fp32"], p["bf16"]) == (72.0, 310.0)
     assert machine.resolve("auto", "cpu").name == "bf16"
+
+
+def test_a_probe_on_a_busy_machine_is_used_but_not_cached(probe_says, monkeypatch, tmp_path):
+    calls = probe_says(fp32=58.1, bf16=28.6)        # the numbers a load of 15 on 2 cores produced
+    monkeypatch.setattr(machine, "_busy", lambda: "load 15.2 on 2 cores")
+    p = machine.probe()
+    assert p["busy"] == "load 15.2 on 2 cores" and p["cached"] is False
+    assert not (tmp_path / "cache" / "machine.json").exists()
+    why = machine.resolve("auto", "cpu").reason
+    assert "load 15.2 on 2 cores" in why and "not cached" in why
+    monkeypatch.setattr(machine, "_busy", lambda: None)      # quiet again: measured and cached
+    probe_says(fp32=170.0, bf16=440.0)
+    assert machine.probe()["cached"] is False and machine.probe()["cached"] is True
+    assert len(calls) == 3 * 2 * machine.PROBE_ROUNDS     # busy: measured each time; quiet: once
+
+
+def test_busy_reads_the_load_against_the_cores(monkeypatch):
+    monkeypatch.setattr(machine, "cores_available", lambda: (2, "2 CPU(s)"))
+    monkeypatch.setattr(machine.os, "getloadavg", lambda: (15.2, 9.0, 5.0))
+    assert machine._busy() == "load 15.2 on 2 cores"
+    monkeypatch.setattr(machine.os, "getloadavg", lambda: (2.4, 1.0, 1.0))
+    assert machine._busy() is None

@@ -21,7 +21,9 @@ def cmd_doctor(args):
         ("cores", f"{cpu['cores_available']} available to this process ({cpu['cores_reason']}); "
                   f"{cpu['os_cpus']} in the machine"),
         ("matmul", f"fp32 {mm['fp32']:.1f} GFLOP/s, bf16 (autocast) {mm['bf16']:.1f} GFLOP/s on {mm['shape']} "
-                   f"({'cached' if mm['cached'] else 'measured now'}; --refresh to measure again)"),
+                   f"({'cached' if mm['cached'] else 'measured now'}"
+                   f"{'; at ' + mm['busy'] + ', not cached: numbers may be low' if mm.get('busy') else ''}"
+                   "; --refresh to measure again)"),
         ("runs use", f"precision {use['precision_reason']}"),
         ("", f"{use['threads']} thread(s): {use['threads_reason']}"),
         ("cuda", "not available" if not rep["cuda"]["available"] else

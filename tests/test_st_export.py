@@ -130,3 +130,43 @@ def test_classification_run_refuses_st_format(capsys, tiny_teacher):
     assert main(["--store", str(store.root), "export", teacher.id, "--format", "sentence-transformers"]) == 2
     err = capsys.readouterr().err
     assert "needs a completed ranking run" in err and "classification" in err, err
+
+
+def test_dictionary_index_retrieves_like_encoderlab(files, store, tmp_path):
+    """Linking against a dictionary: the exported index (embeddings.npy + entries.json) and the
+    exported model's context vectors find the same top-1 entry per domain as encoderlab's retriever."""
+    import pandas as pd
+    from sentence_transformers import SentenceTransformer
+    from encoderlab.cost.stexport import export_sentence_transformers
+    from encoderlab.train.ranking import run
+    from encoderlab.train.retriever import retrieve, retriever
+    rows = [json.loads(x) for f in files.values() for x in open(f)]
+    gold, doms = {r["gold"] for r in rows}, {r["domain"] for r in rows}
+    entries = []
+    with gzip.open(builtin.get("wordnet-linking").dictionary, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            e = json.loads(line)
+            if e["id"] in gold or (e["domain"] in doms and len(entries) % 40 == 0):
+                entries.append(e)
+    pd.DataFrame(entries).to_csv(tmp_path / "dictionary.csv", index=False)
+    over = {"ranking.dictionary": str(tmp_path / "dictionary.csv"), "model.head.pooling": "cls",
+            "ranking.score": "dot"}
+    cfg = cfg_for(files, "bi", **over)
+    r = run(cfg, store, progress=False)
+    check = export_sentence_transformers(r)
+    folder = r.dir / "sentence-transformers"
+    vecs = np.load(folder / "index" / "embeddings.npy")
+    meta = json.loads((folder / "index" / "entries.json").read_text())
+    assert vecs.shape == (check["index"]["entries"], 16) == (len(meta["ids"]), 16)
+    st = SentenceTransformer(str(folder), device="cpu")
+    assert [type(m).__name__ for m in st] == ["Transformer", "Pooling"]     # dot product: no Normalize
+    s = retriever(C.replace(cfg, **{"ranking.retriever": f"run:{r.id}"}), store.root)
+    ours_top = retrieve(s, "test", 1)[0][:, 0]
+    test = s.data.test
+    ctx = st.encode([_texts(test, i) for i in range(len(test))])
+    ids, entry_doms = np.asarray(meta["ids"]), np.asarray(meta["domains"])
+    for i in range(len(test)):
+        members = np.flatnonzero(entry_doms == test.domains[i])
+        best = ids[members[np.argmax(vecs[members] @ ctx[i])]]
+        assert best == s.data.dictionary.ids[ours_top[i]]
+    assert len(set(ids)) > len(test)        # a real index: more entries than contexts

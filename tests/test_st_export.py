@@ -109,7 +109,7 @@ def test_cross_encoder_export_scores_like_encoderlab(files, store):
 
 
 @pytest.mark.parametrize("over, why", [({"ranking.context_pooling": "mention"}, "context_pooling"),
-                                       ({"ranking.shared": False}, "ranking.shared")])
+                                       ({"ranking.mode": "first"}, "no trained model")])
 def test_unmappable_runs_are_refused_in_one_line(files, tmp_path, capsys, over, why):
     from encoderlab.cli import main
     from encoderlab.store.runs import RunStore
@@ -130,6 +130,33 @@ def test_classification_run_refuses_st_format(capsys, tiny_teacher):
     assert main(["--store", str(store.root), "export", teacher.id, "--format", "sentence-transformers"]) == 2
     err = capsys.readouterr().err
     assert "needs a completed ranking run" in err and "classification" in err, err
+
+
+def test_unshared_encoders_export_as_a_query_document_router(files, store):
+    """ranking.shared = false: contexts through the context encoder (encode_query), candidates
+    through the candidate encoder (encode_document); scores as encoderlab's."""
+    from sentence_transformers import SentenceTransformer
+    from encoderlab.cost.stexport import export_sentence_transformers
+    from encoderlab.train.ranking import run
+    cfg = cfg_for(files, "bi", **{"ranking.shared": False, "model.head.pooling": "mean"})
+    r = run(cfg, store, progress=False)
+    check = export_sentence_transformers(r)
+    model, tok = RM.load_biencoder(r.dir / "model", cfg.ranking)
+    assert model.cand_encoder is not model.encoder
+    test = load_ranking(cfg.data, cfg.ranking).test
+    t = tokenize_split(tok, test, cfg.ranking, True, reserve=2)
+    with torch.inference_mode():
+        ctx = model.embed_contexts(**single_batch(tok, t.ctx.ids)).numpy()
+        cand = model.embed_candidates(**single_batch(tok, t.cand.ids)).numpy()
+        ctx_by_cand_encoder = model._embed(model.cand_encoder, **single_batch(tok, t.ctx.ids)).numpy()
+    assert np.abs(ctx - ctx_by_cand_encoder).max() > 1e-3       # the two encoders really differ
+    st = SentenceTransformer(str(r.dir / "sentence-transformers"), device="cpu")
+    uniq = list(dict.fromkeys(c for cs in test.candidates for c in cs))
+    st_ctx = st.encode_query([_texts(test, i) for i in range(len(test))])
+    st_cand = st.encode_document(uniq)
+    assert np.abs(st_ctx - ctx).max() < 1e-4
+    assert len(uniq) == len(cand) and np.abs(st_cand - cand).max() < 1e-4    # both in first-seen order
+    assert check["top1_agreement"] == 1.0 and check["max_abs_score_diff"] < 1e-4
 
 
 def test_dictionary_index_retrieves_like_encoderlab(files, store, tmp_path):

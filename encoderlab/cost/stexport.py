@@ -7,8 +7,9 @@ The folder is written inside the run's own directory (`<run>/sentence-transforme
 is made. The export is checked before it is reported: the test split's candidates are scored by
 the loaded folder and by encoderlab's own model (`export-st.json`: top-1 agreement, max |score diff|).
 
-What has no standard sentence-transformers module is refused with the reason: pooling over the
-marked mention (ranking.context_pooling = "mention") and two unshared encoders (ranking.shared = false)."""
+Two unshared encoders (ranking.shared = false) become a Router: `encode_query` embeds contexts,
+`encode_document` candidates (both work for a shared encoder too). Pooling over the marked mention
+(ranking.context_pooling = "mention") has no sentence-transformers module: it is refused with the reason."""
 
 from __future__ import annotations
 
@@ -41,9 +42,6 @@ def _blocker(rc: C.RankingConfig, mode: str) -> str:
     if rc.context_pooling == "mention":
         return ("ranking.context_pooling = \"mention\" pools the tokens between [M] and [/M], which no "
                 "sentence-transformers Pooling module does; train with context_pooling = \"model\" to export")
-    if mode == "bi" and not rc.shared:
-        return ("ranking.shared = false keeps two encoders (contexts, candidates); the export covers one "
-                "shared encoder")
     return ""
 
 
@@ -71,10 +69,11 @@ def candidate_lists(data: RankData, split: RankSplit) -> list[list[str]]:
     return [by_dom.get(dom, []) for dom in split.domains]
 
 
-def _st_modules(model_dir: Path, pooling: str, max_length: int):
+def _st_modules(model_dir: Path, pooling: str, max_length: int, tokenizer_dir: Path | None = None):
     from sentence_transformers.base.modules import Transformer
     from sentence_transformers.sentence_transformer.modules import Pooling
-    tr = Transformer(str(model_dir), max_seq_length=max_length)
+    tr = Transformer(str(model_dir), max_seq_length=max_length,
+                     tokenizer_name_or_path=str(tokenizer_dir) if tokenizer_dir else None)
     return tr, Pooling(tr.get_embedding_dimension(), pooling_mode=pooling)
 
 
@@ -135,9 +134,14 @@ def _agreement(ours: list[np.ndarray], theirs: list[np.ndarray]) -> dict:
 
 def _export_bi(src: Path, out: Path, pooling: str, rc, cfg, data: RankData, index: bool) -> dict:
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.base.modules import Normalize
+    from sentence_transformers.base.modules import Normalize, Router
     tr, pool = _st_modules(src, pooling, max(rc.context_tokens, rc.candidate_tokens))
-    modules = [tr, pool] + ([Normalize()] if rc.score == "cosine" else [])
+    if (src / "candidate_encoder").exists():    # ranking.shared = false: contexts are queries, candidates documents
+        cand = _st_modules(src / "candidate_encoder", pooling, rc.candidate_tokens, tokenizer_dir=src)
+        modules = [Router.for_query_document(query_modules=[tr, pool], document_modules=list(cand))]
+    else:
+        modules = [tr, pool]
+    modules += [Normalize()] if rc.score == "cosine" else []
     st = SentenceTransformer(modules=modules, device="cpu")
     st.save(str(out))
     st = SentenceTransformer(str(out), device="cpu")            # check what a user loads
@@ -153,8 +157,8 @@ def _export_bi(src: Path, out: Path, pooling: str, rc, cfg, data: RankData, inde
     tc = cfg.train
     ours_c = embed(ours_model, tok, ctx_tokens, "ctx", torch.device("cpu"), "fp32", tc.eval_batch_size)
     ours_k = embed(ours_model, tok, cand_tokens, "cand", torch.device("cpu"), "fp32", tc.eval_batch_size)
-    st_c = st.encode(texts, batch_size=tc.eval_batch_size, convert_to_numpy=True)
-    st_k = st.encode(uniq, batch_size=tc.eval_batch_size, convert_to_numpy=True)
+    st_c = st.encode_query(texts, batch_size=tc.eval_batch_size, convert_to_numpy=True)
+    st_k = st.encode_document(uniq, batch_size=tc.eval_batch_size, convert_to_numpy=True)
     pos = {c: j for j, c in enumerate(uniq)}
     idx = [[pos[c] for c in cs] for cs in lists]
     check = _agreement([ours_c[i] @ ours_k[ix].T for i, ix in enumerate(idx)],
@@ -171,7 +175,7 @@ def write_index(st, data: RankData, folder: Path, batch_size: int) -> dict:
     doms = sorted({d for s in ("train", "validation", "test") for d in getattr(data, s).domains})
     d = data.dictionary
     rows = np.flatnonzero(np.isin(np.asarray(d.domains), doms))
-    vecs = st.encode([d.text(r) for r in rows], batch_size=batch_size, convert_to_numpy=True).astype(np.float32)
+    vecs = st.encode_document([d.text(r) for r in rows], batch_size=batch_size, convert_to_numpy=True).astype(np.float32)
     folder.mkdir(parents=True, exist_ok=True)
     np.save(folder / "embeddings.npy", vecs)
     atomic.write_text(folder / "entries.json", json.dumps({"ids": [d.ids[r] for r in rows],

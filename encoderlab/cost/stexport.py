@@ -175,7 +175,8 @@ def write_index(st, data: RankData, folder: Path, batch_size: int) -> dict:
     doms = sorted({d for s in ("train", "validation", "test") for d in getattr(data, s).domains})
     d = data.dictionary
     rows = np.flatnonzero(np.isin(np.asarray(d.domains), doms))
-    vecs = st.encode_document([d.text(r) for r in rows], batch_size=batch_size, convert_to_numpy=True).astype(np.float32)
+    vecs = st.encode_document([d.text(r) for r in rows], batch_size=batch_size, convert_to_numpy=True)
+    vecs = vecs.astype(np.float32)
     folder.mkdir(parents=True, exist_ok=True)
     np.save(folder / "embeddings.npy", vecs)
     atomic.write_text(folder / "entries.json", json.dumps({"ids": [d.ids[r] for r in rows],

@@ -110,14 +110,20 @@ def export_sentence_transformers(run: Run, out: Path | None = None, index: bool 
         import sentence_transformers  # noqa: F401
     except ImportError:
         raise ConfigError(f"`{VERB}` needs sentence-transformers: pip install 'encoderlab[st]'") from None
+    from transformers.utils import logging as hf_logging
     out = Path(out) if out else run.dir / FOLDER
     out.mkdir(parents=True, exist_ok=True)
     rc = replace(rc, mode=mode)
     data = load_ranking(cfg.data, rc)
-    if mode == "bi":
-        check = _export_bi(src, out, meta["pooling"], rc, cfg, data, index)
-    else:
-        check = _export_cross(src, out, meta["pooling"], rc, cfg, data)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()    # the unused BERT pooler, newly initialized on load, is expected
+    try:
+        if mode == "bi":
+            check = _export_bi(src, out, meta["pooling"], rc, cfg, data, index)
+        else:
+            check = _export_cross(src, out, meta["pooling"], rc, cfg, data)
+    finally:
+        hf_logging.set_verbosity(verbosity)
     check = {"format": "sentence-transformers", "class": "SentenceTransformer" if mode == "bi" else "CrossEncoder",
              "folder": str(out), **check}
     atomic.write_text(out / "export-st.json", json.dumps(check, indent=2))

@@ -197,3 +197,14 @@ def test_dictionary_index_retrieves_like_encoderlab(files, store, tmp_path):
         best = ids[members[np.argmax(vecs[members] @ ctx[i])]]
         assert best == s.data.dictionary.ids[ours_top[i]]
     assert len(set(ids)) > len(test)        # a real index: more entries than contexts
+
+
+def test_bi_export_cuts_candidates_at_the_run_budget(files, store):
+    """Candidates longer than ranking.candidate_tokens: encode_document keeps the same head of the text
+    as encoderlab (document_length), so even cut candidates score alike."""
+    from encoderlab.cost.stexport import export_sentence_transformers
+    from encoderlab.train.ranking import run
+    r = run(cfg_for(files, "bi", **{"ranking.candidate_tokens": 10, "train.max_steps": 2}), store, progress=False)
+    check = export_sentence_transformers(r)
+    assert check["cut_by_budget"]["candidates"] > 20 and check["cut_by_budget"]["contexts"] == 0
+    assert check["top1_agreement"] == 1.0 and check["max_abs_score_diff"] < 1e-4

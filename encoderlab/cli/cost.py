@@ -111,9 +111,14 @@ def cmd_export(args):
 
 def print_st(check: dict) -> None:
     console.print(f"{check['class']} folder: {check['folder']}", markup=False, soft_wrap=True)
-    console.print(f"checked on {check['contexts']} test contexts ({check['candidates']} candidates, score "
+    cut = check["cut_by_budget"]
+    console.print(f"checked on {check['contexts']} test contexts ({check['candidates']} candidates, score: "
                   f"{check['score']}): same top-1 on {100 * check['top1_agreement']:.2f} %, max |score diff| "
                   f"{check['max_abs_score_diff']:.2e}")
+    if cut["contexts"] or cut["candidates"]:
+        console.print(f"  encoderlab's budgets cut {cut['contexts']} contexts and {cut['candidates']} candidates; "
+                      "sentence-transformers keeps the head of a text (a cross-encoder's pair: longest first), "
+                      "so a cut made otherwise scores differently")
     if "index" in check:
         i = check["index"]
         console.print(f"dictionary index: {i['entries']} entries x {i['dim']} (index/embeddings.npy, "

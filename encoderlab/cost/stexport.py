@@ -69,11 +69,13 @@ def candidate_lists(data: RankData, split: RankSplit) -> list[list[str]]:
     return [by_dom.get(dom, []) for dom in split.domains]
 
 
-def _st_modules(model_dir: Path, pooling: str, max_length: int, tokenizer_dir: Path | None = None):
+def _st_modules(model_dir: Path, pooling: str, max_length: int, tokenizer_dir: Path | None = None, **lengths):
+    """Transformer + Pooling; `lengths` (query_length / document_length) cap `encode_query` /
+    `encode_document` texts at the run's context / candidate budgets (the head of the text is kept)."""
     from sentence_transformers.base.modules import Transformer
     from sentence_transformers.sentence_transformer.modules import Pooling
     tr = Transformer(str(model_dir), max_seq_length=max_length,
-                     tokenizer_name_or_path=str(tokenizer_dir) if tokenizer_dir else None)
+                     tokenizer_name_or_path=str(tokenizer_dir) if tokenizer_dir else None, **lengths)
     return tr, Pooling(tr.get_embedding_dimension(), pooling_mode=pooling)
 
 
@@ -141,9 +143,10 @@ def _agreement(ours: list[np.ndarray], theirs: list[np.ndarray]) -> dict:
 def _export_bi(src: Path, out: Path, pooling: str, rc, cfg, data: RankData, index: bool) -> dict:
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.base.modules import Normalize, Router
-    tr, pool = _st_modules(src, pooling, max(rc.context_tokens, rc.candidate_tokens))
+    lengths = {"query_length": rc.context_tokens, "document_length": rc.candidate_tokens}
+    tr, pool = _st_modules(src, pooling, max(rc.context_tokens, rc.candidate_tokens), **lengths)
     if (src / "candidate_encoder").exists():    # ranking.shared = false: contexts are queries, candidates documents
-        cand = _st_modules(src / "candidate_encoder", pooling, rc.candidate_tokens, tokenizer_dir=src)
+        cand = _st_modules(src / "candidate_encoder", pooling, rc.candidate_tokens, tokenizer_dir=src, **lengths)
         modules = [Router.for_query_document(query_modules=[tr, pool], document_modules=list(cand))]
     else:
         modules = [tr, pool]
@@ -158,8 +161,9 @@ def _export_bi(src: Path, out: Path, pooling: str, rc, cfg, data: RankData, inde
     uniq = list(dict.fromkeys(c for cs in lists for c in cs))
     view = replace(split, candidates=[uniq], labels=np.zeros(1, dtype=np.int64), left=split.left[:1],
                    mention=split.mention[:1], right=split.right[:1])
-    ctx_tokens = tokenize_split(tok, split, rc, rc.markers, reserve=2).ctx.ids
-    cand_tokens = tokenize_split(tok, view, rc, rc.markers, reserve=2).cand.ids
+    ctx_segs = tokenize_split(tok, split, rc, rc.markers, reserve=2).ctx
+    cand_segs = tokenize_split(tok, view, rc, rc.markers, reserve=2).cand
+    ctx_tokens, cand_tokens = ctx_segs.ids, cand_segs.ids
     tc = cfg.train
     ours_c = embed(ours_model, tok, ctx_tokens, "ctx", torch.device("cpu"), "fp32", tc.eval_batch_size)
     ours_k = embed(ours_model, tok, cand_tokens, "cand", torch.device("cpu"), "fp32", tc.eval_batch_size)
@@ -170,6 +174,7 @@ def _export_bi(src: Path, out: Path, pooling: str, rc, cfg, data: RankData, inde
     check = _agreement([ours_c[i] @ ours_k[ix].T for i, ix in enumerate(idx)],
                        [st_c[i] @ st_k[ix].T for i, ix in enumerate(idx)])
     check["score"] = rc.score
+    check["cut_by_budget"] = {"contexts": ctx_segs.truncated, "candidates": cand_segs.truncated}
     if index and data.dictionary is not None:
         check["index"] = write_index(st, data, out / "index", tc.eval_batch_size)
     return check
@@ -200,8 +205,9 @@ def _export_cross(src: Path, out: Path, pooling: str, rc, cfg, data: RankData) -
     ce = CrossEncoder(str(out), device="cpu")                    # check what a user loads
     split = data.test
     lists = candidate_lists(data, split)
-    ctx = tokenize_split(tok, split, rc, rc.markers, reserve=1).ctx.ids
-    ours, theirs = [], []
+    ctx_segs = tokenize_split(tok, split, rc, rc.markers, reserve=1).ctx
+    ctx = ctx_segs.ids
+    ours, theirs, cut = [], [], 0
     for i, cands in enumerate(lists):
         if not cands:
             ours.append(np.zeros(0))
@@ -209,7 +215,8 @@ def _export_cross(src: Path, out: Path, pooling: str, rc, cfg, data: RankData) -
             continue
         view = replace(split, candidates=[cands], labels=np.zeros(1, dtype=np.int64), left=split.left[:1],
                        mention=split.mention[:1], right=split.right[:1])
-        segs = tokenize_split(tok, view, rc, rc.markers, reserve=1).cand.ids
+        cand_segs = tokenize_split(tok, view, rc, rc.markers, reserve=1).cand
+        segs, cut = cand_segs.ids, cut + cand_segs.truncated
         with torch.inference_mode():
             ours.append(ours_model(**pair_batch(tok, [ctx[i]], [segs]))["logits"][0].float().numpy())
         text = context_text(split, i, rc.markers)
@@ -218,6 +225,7 @@ def _export_cross(src: Path, out: Path, pooling: str, rc, cfg, data: RankData) -
         if rc.loss == "am-softmax":     # encoderlab ranks by scale * tanh(head score): the same order
             theirs[-1] = rc.scale * np.tanh(theirs[-1])
     check = _agreement(ours, theirs)
-    check["score"] = "head score" + (f" (compared as {rc.scale} * tanh of it, as encoderlab ranks)"
+    check["cut_by_budget"] = {"contexts": ctx_segs.truncated, "candidates": cut}
+    check["score"] = "head output" + (f" (compared as {rc.scale} * tanh of it, as encoderlab ranks)"
                                      if rc.loss == "am-softmax" else "")
     return check

@@ -208,3 +208,24 @@ def test_bi_export_cuts_candidates_at_the_run_budget(files, store):
     check = export_sentence_transformers(r)
     assert check["cut_by_budget"]["candidates"] > 20 and check["cut_by_budget"]["contexts"] == 0
     assert check["top1_agreement"] == 1.0 and check["max_abs_score_diff"] < 1e-4
+
+
+def test_cli_export_of_a_ranking_run(files, tmp_path, capsys):
+    """`encoderlab export RUN` picks sentence-transformers for a ranking run and prints the check;
+    `--format onnx` and ONNX-only flags are refused in one line."""
+    from encoderlab.cli import main
+    from encoderlab.store.runs import RunStore
+    from encoderlab.train.ranking import run
+    store = RunStore(tmp_path / "runs")
+    r = run(cfg_for(files, "bi", **{"train.max_steps": 2}), store, progress=False)
+    root = str(store.root)
+    capsys.readouterr()
+    assert main(["--store", root, "export", r.id, "--out", str(tmp_path / "st")]) == 0
+    out = capsys.readouterr().out
+    assert "SentenceTransformer folder" in out and "same top-1 on 100.00 %" in out
+    assert json.loads((tmp_path / "st" / "export-st.json").read_text())["contexts"] == 10
+    assert store.get(r.id).info["st_export"]["folder"] == str(tmp_path / "st")
+    for extra, why in ((["--format", "onnx"], "ranking"), (["--int8"], "--format onnx")):
+        assert main(["--store", root, "export", r.id, *extra]) == 2
+        err = capsys.readouterr().err
+        assert why in err and "Traceback" not in err, err

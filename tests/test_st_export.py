@@ -225,7 +225,12 @@ def test_cli_export_of_a_ranking_run(files, tmp_path, capsys):
     assert "SentenceTransformer folder" in out and "same top-1 on 100.00 %" in out
     assert json.loads((tmp_path / "st" / "export-st.json").read_text())["contexts"] == 10
     assert store.get(r.id).info["st_export"]["folder"] == str(tmp_path / "st")
-    for extra, why in ((["--format", "onnx"], "ranking"), (["--int8"], "--format onnx")):
+    assert main(["--store", root, "export", r.id, "--out", str(tmp_path / "st")]) == 0     # again: replaced
+    capsys.readouterr()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("not an export")
+    for extra, why in ((["--format", "onnx"], "ranking"), (["--int8"], "--format onnx"),
+                       (["--out", str(tmp_path / "mine")], "not an earlier export")):
         assert main(["--store", root, "export", r.id, *extra]) == 2
         err = capsys.readouterr().err
         assert why in err and "Traceback" not in err, err

@@ -14,6 +14,7 @@ Two unshared encoders (ranking.shared = false) become a Router: `encode_query` e
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from encoderlab import config as C
-from encoderlab import kinds
+from encoderlab import kinds, machine
 from encoderlab.data.ranking import RankData, RankSplit, load_ranking
 from encoderlab.encode.budget import MARKERS, pair_batch
 from encoderlab.errors import ConfigError
@@ -114,7 +115,12 @@ def export_sentence_transformers(run: Run, out: Path | None = None, index: bool 
         raise ConfigError(f"`{VERB}` needs sentence-transformers: pip install 'encoderlab[st]'") from None
     from transformers.utils import logging as hf_logging
     out = Path(out) if out else run.dir / FOLDER
+    if out.exists() and any(out.iterdir()):
+        if not (out / "export-st.json").exists():
+            raise ConfigError(f"--out {out} is a non-empty folder that is not an earlier export; choose another")
+        shutil.rmtree(out)     # an earlier export of a run: made again whole, no stale index left over
     out.mkdir(parents=True, exist_ok=True)
+    machine.apply_threads(cfg.train.threads)
     rc = replace(rc, mode=mode)
     data = load_ranking(cfg.data, rc)
     verbosity = hf_logging.get_verbosity()

@@ -87,11 +87,14 @@ def test_bi_encoder_export_scores_like_encoderlab(files, store):
     assert check["contexts"] == len(test)
 
 
-def test_cross_encoder_export_scores_like_encoderlab(files, store):
+@pytest.mark.parametrize("over", [{"model.head.type": "mlp", "model.head.hidden": 8, "model.head.pooling": "cls"},
+                                  {"ranking.loss": "am-softmax", "model.head.pooling": "mean"}],
+                         ids=["mlp-cls-ce", "linear-mean-amsoftmax"])
+def test_cross_encoder_export_scores_like_encoderlab(files, store, over):
     from sentence_transformers import CrossEncoder
     from encoderlab.cost.stexport import export_sentence_transformers
     from encoderlab.train.ranking import run
-    cfg = cfg_for(files, "cross", **{"model.head.type": "mlp", "model.head.hidden": 8})
+    cfg = cfg_for(files, "cross", **over)
     r = run(cfg, store, progress=False)
     check = export_sentence_transformers(r, r.dir.parent / "ce-export")
     model, tok = RM.load_crossencoder(r.dir / "model", cfg.ranking, cfg.model.head)
@@ -102,9 +105,12 @@ def test_cross_encoder_export_scores_like_encoderlab(files, store):
     for i, idx in enumerate(t.cand_index):
         with torch.inference_mode():
             ours = model(**pair_batch(tok, [t.ctx.ids[i]], [[t.cand.ids[j] for j in idx]]))["logits"][0].numpy()
-        theirs = ce.predict([(_texts(test, i), c) for c in test.candidates[i]])
+        theirs = ce.predict([(_texts(test, i), c) for c in test.candidates[i]])    # the head's raw output
+        if cfg.ranking.loss == "am-softmax":     # encoderlab ranks by scale * tanh of it: the same order
+            assert ours.argmax() == theirs.argmax()
+            theirs = cfg.ranking.scale * np.tanh(theirs)
         assert ours.argmax() == theirs.argmax()
-        assert np.abs(ours - theirs).max() < 1e-4     # the raw score: no sigmoid added on load
+        assert np.abs(ours - theirs).max() < 1e-4     # no sigmoid added on load
     assert check["top1_agreement"] == 1.0 and check["max_abs_score_diff"] < 1e-4
 
 

@@ -37,6 +37,7 @@ class Kind:
 # verbs reading a classifier from a run's final model
 MODEL_VERBS = frozenset({"predict", "bench", "truncate", "distill", "quantize", "export"})
 CLASSIFIER_VERBS = MODEL_VERBS | {"eval"}
+ST_EXPORT = "export --format sentence-transformers"
 
 KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("classification", "encoderlab.train.fit:fit", True, "encoderlab.cli.runs:show_classification",
@@ -50,8 +51,9 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("regression", "encoderlab.train.fit:fit", True, "encoderlab.cli.tasks:show",
          CLASSIFIER_VERBS | {"resume"}, "classification",
          "regression task", "", "encoderlab run FILE"),
+    # `export --format sentence-transformers` (encoderlab.cost.stexport) is the one model verb it takes
     Kind("ranking", "encoderlab.train.ranking:run", False, "encoderlab.cli.ranking:show",
-         frozenset(), "ranking",
+         frozenset({ST_EXPORT}), "ranking",
          "ranking.mode {mode}: candidate scorers, no class head",
          'rank with `encoderlab rank FILE`; model.path = "run:{id}" fine-tunes its encoder further',
          "encoderlab rank FILE"),

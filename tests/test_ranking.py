@@ -298,7 +298,7 @@ def test_classification_verbs_refuse_a_ranking_run(senses_files, tmp_path, capsy
     new = tmp_path / "new.csv"
     new.write_text("text\nthe dealer warrants all the cars\n")
     for verb in (["predict", bi.id, str(new)], ["eval", bi.id], ["bench", bi.id], ["quantize", bi.id],
-                 ["export", bi.id], ["truncate", bi.id, "--layers", "first:1"], ["distill", bi.id]):
+                 ["export", bi.id, "--format", "onnx"], ["truncate", bi.id, "--layers", "first:1"], ["distill", bi.id]):
         capsys.readouterr()
         assert main(["--store", str(store.root), *verb]) == 2, verb
         err = capsys.readouterr().err

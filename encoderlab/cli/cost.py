@@ -89,10 +89,41 @@ def cmd_quantize(args):
 
 
 def cmd_export(args):
-    from encoderlab.cost.derive import export_run
+    from encoderlab import kinds
     store = open_store(args)
-    run, results = export_run(store, store.get(args.run), int8=args.int8, name=args.name or "", opset=args.opset)
+    parent = store.get(args.run)
+    # the format follows the run: ONNX for classifiers, sentence-transformers for ranking runs
+    fmt = args.format or ("sentence-transformers" if kinds.kind_of(parent) == "ranking" else "onnx")
+    if fmt == "sentence-transformers":
+        from encoderlab.cost.stexport import export_sentence_transformers
+        if args.int8 or args.opset or args.name:
+            from encoderlab.errors import ConfigError
+            raise ConfigError("--int8 / --opset / --name belong to --format onnx; "
+                              "--format sentence-transformers takes --out")
+        print_st(export_sentence_transformers(parent, args.out, index=not args.no_index))
+        return
+    from encoderlab.cost.derive import export_run
+    if args.out:
+        from encoderlab.errors import ConfigError
+        raise ConfigError("--out belongs to --format sentence-transformers; an ONNX export is a new run")
+    run, results = export_run(store, parent, int8=args.int8, name=args.name or "", opset=args.opset)
     print_derived(run, results)
+
+
+def print_st(check: dict) -> None:
+    console.print(f"{check['class']} folder: {check['folder']}", markup=False, soft_wrap=True)
+    cut = check["cut_by_budget"]
+    console.print(f"checked on {check['contexts']} test contexts ({check['candidates']} candidates, score: "
+                  f"{check['score']}): same top-1 on {100 * check['top1_agreement']:.2f} %, max |score diff| "
+                  f"{check['max_abs_score_diff']:.2e}")
+    if cut["contexts"] or cut["candidates"]:
+        console.print(f"  encoderlab's budgets cut {cut['contexts']} contexts and {cut['candidates']} candidates; "
+                      "sentence-transformers keeps the head of a text (a cross-encoder's pair: longest first), "
+                      "so a cut made otherwise scores differently")
+    if "index" in check:
+        i = check["index"]
+        console.print(f"dictionary index: {i['entries']} entries x {i['dim']} (index/embeddings.npy, "
+                      f"index/entries.json; {i['domains']} domains)")
 
 
 def cmd_distill(args):
@@ -176,10 +207,17 @@ def add_verbs(sub) -> None:
     p.add_argument("--legacy", action="store_true", help="PyTorch's deprecated torch.ao quantize_dynamic "
                    "(runtime torch-int8-legacy) instead of torchao")
 
-    p = add_verb(sub, "export", cmd_export, "new run served by ONNX Runtime (dynamic batch/sequence axes; optional "
-             "onnxruntime int8), with an equivalence check vs PyTorch on the test split",
-             "encoderlab export teacher-distill --int8")
+    p = add_verb(sub, "export", cmd_export, "classification run: new run served by ONNX Runtime (dynamic "
+             "batch/sequence axes; optional onnxruntime int8), with an equivalence check vs PyTorch on the test "
+             "split; ranking run: a sentence-transformers folder (SentenceTransformer or CrossEncoder) in the run, "
+             "checked against encoderlab's scores on the test split",
+             "encoderlab export teacher-distill --int8\n  encoderlab export my-bi-run --format sentence-transformers")
     p.add_argument("run")
+    p.add_argument("--format", choices=["onnx", "sentence-transformers"],
+                   help="default: onnx for classification runs, sentence-transformers for ranking runs")
+    p.add_argument("--out", help="sentence-transformers: folder to write (default <run>/sentence-transformers)")
+    p.add_argument("--no-index", action="store_true", help="sentence-transformers: skip the dictionary index "
+                   "(bi-encoder runs with a dictionary)")
     p.add_argument("--int8", action="store_true", help="also quantize with onnxruntime (dynamic int8) and serve that")
     p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's default)")
     p.add_argument("--name")

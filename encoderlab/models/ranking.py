@@ -161,6 +161,22 @@ def save(model: nn.Module, tokenizer, folder: Path, meta: dict) -> None:
     (folder / "encoderlab.json").write_text(json.dumps({**meta, "pooling": model.pooling}, indent=2))
 
 
+def load_crossencoder(folder: Path, rc: RankingConfig, head) -> tuple[CrossEncoder, object]:
+    """A saved cross-encoder (from `save`): encoder, its 1-unit head (`head`: the run's
+    model.head config) and tokenizer, in eval mode."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoTokenizer
+    meta = json.loads((folder / "encoderlab.json").read_text())
+    if meta.get("mode") != "cross":
+        raise ValueError(f"{folder} holds a {meta.get('mode')} model, not a cross-encoder")
+    enc = classifier.load_encoder(folder, AutoConfig.from_pretrained(folder), pretrained=True)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = CrossEncoder(enc, head, meta["pooling"], rc, _marker_ids(tokenizer, rc))
+    model.head.load_state_dict(load_file(str(folder / "head.safetensors")))
+    model.eval()
+    return model, tokenizer
+
+
 def load_biencoder(folder: Path, rc: RankingConfig) -> tuple[BiEncoder, object]:
     """A saved bi-encoder (from `save`) ready for retrieval: (model, tokenizer)."""
     from transformers import AutoConfig, AutoTokenizer

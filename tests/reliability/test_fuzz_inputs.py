@@ -198,7 +198,7 @@ def _all_keys(cls=C.ExperimentConfig, prefix=""):
     import typing
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        if C._is_config(hints[f.name]):
+        if C.is_config(hints[f.name]):
             yield from _all_keys(hints[f.name], prefix + f.name + ".")
         else:
             yield prefix + f.name

@@ -55,6 +55,11 @@ def test_markdown_report_writes_pngs(sweep_runs):
     assert "| " in text and "±" in text
     assert (tmp / "report_files" / "curves.png").stat().st_size > 5000
     assert (tmp / "report_files" / "confusion.png").exists()
+    # the settings equal in all runs: only those not at their default (train.epochs = 2 here), not
+    # every key of every section (ranking.*, series.* of a plain fine-tuning sweep)
+    fixed = next(line for line in text.splitlines() if line.startswith("Fixed settings: "))
+    assert "train.epochs = 2" in fixed and "train.batch_size = 16" in fixed and "data.max_train = 160" in fixed
+    assert "ranking." not in fixed and "series." not in fixed and "(every other setting at its default)" in fixed
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from encoderlab import config as C
 from encoderlab import kinds
 from encoderlab.analysis import compare as CMP
 from encoderlab.analysis.findings import FINDING_COLUMNS
@@ -195,8 +196,7 @@ def write_html(runs: Sequence[Run], path: str | Path, title: str = "encoderlab r
              f"<p class='muted'>{len(runs)} runs; generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}</p>",
              "<h2>Comparison</h2>", f"<p class='muted'>{e(table.title)}</p>", R.to_html(table.rows, table.columns)]
     if table.fixed:
-        fixed = "; ".join(f"{k} = {v}" for k, v in table.fixed.items())
-        parts.append(f"<details><summary>fixed settings</summary><pre>{e(fixed)}</pre></details>")
+        parts.append(f"<p>Fixed settings: {e(_fixed_line(table.fixed))}</p>")
     for w in table.warnings:
         parts.append(f"<p class='warning'>{e(w)}</p>")
     if ranking is not None:
@@ -252,6 +252,19 @@ def write_html(runs: Sequence[Run], path: str | Path, title: str = "encoderlab r
     return path
 
 
+def _changed(fixed: dict) -> dict:
+    """The settings equal in all runs that are not at their default (the rest would list every key of
+    every section, ranking and series included, for a plain fine-tuning sweep)."""
+    default = C.flatten(C.to_dict(C.ExperimentConfig()))
+    return {k: v for k, v in fixed.items() if k not in default or default[k] != v}
+
+
+def _fixed_line(fixed: dict) -> str:
+    changed = _changed(fixed)
+    shown = ", ".join(f"{k} = {v}" for k, v in changed.items()) or "none"
+    return f"{shown} (every other setting at its default)"
+
+
 def write_markdown(runs: Sequence[Run], path: str | Path, title: str = "encoderlab report") -> Path:
     """Markdown with the tables inline and the plots as PNG files in `<name>_files/` beside it."""
     runs = list(runs)
@@ -265,7 +278,7 @@ def write_markdown(runs: Sequence[Run], path: str | Path, title: str = "encoderl
     out = [f"# {title}", "", f"{len(runs)} runs.", "", "## Comparison", "",
            table.render("markdown").strip(), ""]
     if table.fixed:
-        out += ["Fixed settings: " + ", ".join(f"`{k} = {v}`" for k, v in table.fixed.items()), ""]
+        out += ["Fixed settings: " + _fixed_line(table.fixed), ""]
     if ranking is not None:
         out += ["## Ranking: held-out domains", "", ranking.render("markdown").strip(), ""]
     across = _datasets(runs)

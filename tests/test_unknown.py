@@ -52,6 +52,17 @@ def test_counts_on_a_hand_made_tokenizer():
         U.unknown_units(tok, texts, "byte")
 
 
+def test_coverage_with_empty_examples_anywhere():
+    """Empty examples (first, between, last) count as examples with no tokens, not as all-[UNK]."""
+    import numpy as np
+    tok = hand_tokenizer()
+    empty = np.zeros(0, dtype=np.int64)
+    ids = [empty] + [np.asarray(tok(t)["input_ids"]) for t in ("xyz", "cat")] + [empty, empty]
+    cov = U.coverage(tok, ids)
+    assert (cov["tokens"], cov["unknown"], cov["all_unknown"], cov["examples"]) == (2, 1, 1, 5)
+    assert U.coverage(tok, [empty])["tokens"] == 0 and U.coverage(tok, [])["examples"] == 0
+
+
 def test_add_tokens_extends_tokenizer_and_embeddings():
     import torch
     tok = hand_tokenizer()

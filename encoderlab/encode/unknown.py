@@ -29,13 +29,17 @@ def coverage(tokenizer, ids: list[np.ndarray]) -> dict:
     if unk is None:         # a byte-level vocabulary spells everything: nothing is unknown
         unk = -1
     special = np.asarray(sorted(set(tokenizer.all_special_ids) - {unk}), dtype=np.int64)
-    tokens = unknown = all_unknown = 0
-    for x in ids:
-        real = x[~np.isin(x, special)]
-        n_unk = int((real == unk).sum())
-        tokens += len(real)
-        unknown += n_unk
-        all_unknown += int(len(real) > 0 and n_unk == len(real))
+    lengths = np.array([len(x) for x in ids], dtype=np.int64)
+    n_real = n_unk = np.zeros(len(ids), dtype=np.int64)
+    if lengths.sum():       # one pass over all tokens, then per-example sums
+        flat = np.concatenate([np.asarray(x, dtype=np.int64) for x in ids])
+        real = ~np.isin(flat, special)
+        # an empty example's start may be the end of `flat`: clip it (its sums are zeroed below)
+        starts = np.minimum(np.concatenate([[0], np.cumsum(lengths)[:-1]]), len(flat) - 1)
+        n_real = np.where(lengths > 0, np.add.reduceat(real.astype(np.int64), starts), 0)
+        n_unk = np.where(lengths > 0, np.add.reduceat((real & (flat == unk)).astype(np.int64), starts), 0)
+    tokens, unknown = int(n_real.sum()), int(n_unk.sum())
+    all_unknown = int(((n_real > 0) & (n_unk == n_real)).sum())
     return {"tokens": tokens, "unknown": unknown, "unk_share": unknown / tokens if tokens else 0.0,
             "examples": len(ids), "all_unknown": all_unknown,
             "all_unk_share": all_unknown / len(ids) if ids else 0.0}

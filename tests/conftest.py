@@ -65,6 +65,21 @@ def real_rows(name: str, split: str, labels: set[str] | None = None, n: int | No
     return out
 
 
+def small_dictionary(path, rows: list[dict], every: int) -> str:
+    """A small but real dictionary csv for ranking `rows`: the wordnet-linking entries that are their
+    gold, plus every `every`-th entry read from their domains. Returns the path."""
+    import pandas as pd
+    gold, domains = {r["gold"] for r in rows}, {r["domain"] for r in rows}
+    entries = []
+    with gzip.open(builtin.get("wordnet-linking").dictionary, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            e = json.loads(line)
+            if e["id"] in gold or (e["domain"] in domains and len(entries) % every == 0):
+                entries.append(e)
+    pd.DataFrame(entries).to_csv(path, index=False)
+    return str(path)
+
+
 @pytest.fixture(scope="session")
 def two_class_csv(tmp_path_factory):
     """Real WordNet glosses of two categories (animals vs artifacts) as train/validation/test csv."""

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import TINY_MODEL
+from conftest import TINY_MODEL, real_rows, small_dictionary
 from encoderlab import config as C
 from encoderlab import metrics as M
 from encoderlab.data import builtin
@@ -24,11 +24,6 @@ from encoderlab.models import ranking as RM
 from encoderlab.retrieval import VectorIndex
 
 
-def senses_rows(split: str, n: int) -> list[dict]:
-    with gzip.open(builtin.get("wordnet-senses").files[split], "rt", encoding="utf-8") as fh:
-        return [json.loads(line) for _, line in zip(range(n), fh)]
-
-
 def write_jsonl(path, rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return str(path)
@@ -38,19 +33,9 @@ def write_jsonl(path, rows):
 def senses_files(tmp_path_factory):
     """Real contexts: 24 train / 12 validation / 12 test, and the dictionary of their domains."""
     folder = tmp_path_factory.mktemp("senses")
-    rows = {s: senses_rows(s, n) for s, n in (("train", 24), ("validation", 12), ("test", 12))}
-    gold = {r["gold"] for rs in rows.values() for r in rs}
-    domains = {r["domain"] for rs in rows.values() for r in rs}
-    entries = []
-    with gzip.open(builtin.get("wordnet-linking").dictionary, "rt", encoding="utf-8") as fh:
-        for line in fh:
-            e = json.loads(line)
-            # the gold entries plus a sample of their domains: a small but real dictionary
-            if e["id"] in gold or (e["domain"] in domains and len(entries) % 50 == 0):
-                entries.append(e)
-    pd.DataFrame(entries).to_csv(folder / "dictionary.csv", index=False)
+    rows = {s: real_rows("wordnet-senses", s, n=n) for s, n in (("train", 24), ("validation", 12), ("test", 12))}
     return {s: write_jsonl(folder / f"{s}.jsonl", r) for s, r in rows.items()} | {
-        "dictionary": str(folder / "dictionary.csv")}
+        "dictionary": small_dictionary(folder / "dictionary.csv", [r for rs in rows.values() for r in rs], 50)}
 
 
 def cfg_for(files, **over) -> C.ExperimentConfig:

@@ -4,27 +4,20 @@ wordnet-senses contexts, exported, loaded back with `SentenceTransformer(path)` 
 
 from __future__ import annotations
 
-import gzip
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_MODEL
+from conftest import TINY_MODEL, real_rows, small_dictionary
 from encoderlab import config as C
-from encoderlab.data import builtin
 from encoderlab.data.ranking import load_ranking
 from encoderlab.encode.budget import pair_batch, single_batch
 from encoderlab.models import ranking as RM
 from encoderlab.train.ranking_common import tokenize_split
 
 pytest.importorskip("sentence_transformers")
-
-
-def _rows(split: str, n: int) -> list[dict]:
-    with gzip.open(builtin.get("wordnet-senses").files[split], "rt", encoding="utf-8") as fh:
-        return [json.loads(line) for _, line in zip(range(n), fh)]
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +27,7 @@ def files(tmp_path_factory):
     out = {}
     for split, n in (("train", 20), ("validation", 8), ("test", 10)):
         path = folder / f"{split}.jsonl"
-        path.write_text("".join(json.dumps(r) + "\n" for r in _rows(split, n)))
+        path.write_text("".join(json.dumps(r) + "\n" for r in real_rows("wordnet-senses", split, n=n)))
         out[split] = str(path)
     return out
 
@@ -168,21 +161,12 @@ def test_unshared_encoders_export_as_a_query_document_router(files, store):
 def test_dictionary_index_retrieves_like_encoderlab(files, store, tmp_path):
     """Linking against a dictionary: the exported index (embeddings.npy + entries.json) and the
     exported model's context vectors find the same top-1 entry per domain as encoderlab's retriever."""
-    import pandas as pd
     from sentence_transformers import SentenceTransformer
     from encoderlab.cost.stexport import export_sentence_transformers
     from encoderlab.train.ranking import run
     from encoderlab.train.retriever import retrieve, retriever
     rows = [json.loads(x) for f in files.values() for x in open(f)]
-    gold, doms = {r["gold"] for r in rows}, {r["domain"] for r in rows}
-    entries = []
-    with gzip.open(builtin.get("wordnet-linking").dictionary, "rt", encoding="utf-8") as fh:
-        for line in fh:
-            e = json.loads(line)
-            if e["id"] in gold or (e["domain"] in doms and len(entries) % 40 == 0):
-                entries.append(e)
-    pd.DataFrame(entries).to_csv(tmp_path / "dictionary.csv", index=False)
-    over = {"ranking.dictionary": str(tmp_path / "dictionary.csv"), "model.head.pooling": "cls",
+    over = {"ranking.dictionary": small_dictionary(tmp_path / "dictionary.csv", rows, 40), "model.head.pooling": "cls",
             "ranking.score": "dot"}
     cfg = cfg_for(files, "bi", **over)
     r = run(cfg, store, progress=False)

@@ -222,14 +222,18 @@ def _resolve(requested: str, dev: str) -> Precision:
                 else Precision("fp32", "fp32: this CUDA device has no bf16 support"))
     if dev != "cpu":
         return Precision("fp32" if requested == "auto" else requested, f"{requested} on {dev}")
-    p = probe()
+    return cpu_precision(requested, probe())
+
+
+def cpu_precision(requested: str, p: dict) -> Precision:
+    """The CPU decision for `requested` (auto / bf16) from the probe result `p`."""
     fast = p["bf16"] > BF16_MARGIN * p["fp32"]
     if requested == "bf16":
         if not fast and "bf16" not in _warned:
             _warned.add("bf16")
             warnings.warn(f"train.precision = 'bf16' but {_cpu_ratio_text(p)} "
                           f"({p['fp32'] / max(p['bf16'], 1e-9):.1f}x slower); runs will crawl. "
-                          "Use train.precision = 'auto' (the default) or 'fp32'.", stacklevel=3)
+                          "Use train.precision = 'auto' (the default) or 'fp32'.", stacklevel=4)
         return Precision("bf16", f"bf16: train.precision = 'bf16' ({_cpu_ratio_text(p)})")
     return Precision("bf16" if fast else "fp32", f"{'bf16' if fast else 'fp32'}: {_cpu_ratio_text(p)}")
 
@@ -279,7 +283,7 @@ def report(store_root: str | os.PathLike, refresh: bool = False) -> dict:
     cores, cores_why = cores_available()
     threads, threads_why = apply_threads(0)
     p = probe(refresh=refresh)
-    prec = resolve("auto", "cpu")
+    prec = cpu_precision("auto", p)      # from this measurement (a busy one is not cached: no second probe)
     flags = cpu_flags()
     isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "asimd", "sve") if f in flags]
     cuda = {"available": torch.cuda.is_available()}

@@ -200,3 +200,12 @@ def test_busy_reads_the_load_against_the_cores(monkeypatch):
     assert machine._busy() == "load 15.2 on 2 cores"
     monkeypatch.setattr(machine.os, "getloadavg", lambda: (2.4, 1.0, 1.0))
     assert machine._busy() is None
+
+
+def test_doctor_on_a_busy_machine_decides_from_the_one_measurement_it_shows(probe_says, monkeypatch, tmp_path):
+    calls = probe_says(fp32=58.1, bf16=28.6)
+    monkeypatch.setattr(machine, "_busy", lambda: "load 15.2 on 2 cores")
+    rep = machine.report(tmp_path / "runs")
+    assert len(calls) == 2 * machine.PROBE_ROUNDS          # one probe, not a second one for the decision
+    assert rep["matmul_gflops"]["busy"] == "load 15.2 on 2 cores" and rep["runs_use"]["precision"] == "fp32"
+    assert "28.6" in rep["runs_use"]["precision_reason"] and "58.1" in rep["runs_use"]["precision_reason"]

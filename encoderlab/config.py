@@ -210,8 +210,18 @@ class RankingConfig:
     k_train: int = opt(8, "cross: candidates per training context (gold + k_train-1 sampled); 0 = all")
     top_k: int = opt(64, "retrieval depth: recall@k cut-off of the bi-encoder and the candidates the "
                      "cross-encoder reranks in dictionary mode")
-    retriever: str = opt("zero-shot", "cross in dictionary mode: where the top_k come from, run:ID of a "
-                         "bi-encoder run or zero-shot (untrained model.path)")
+    retriever: str = opt("zero-shot", "cross: the first stage, run:ID of a bi-encoder run or zero-shot "
+                         "(untrained model.path): in dictionary mode its top_k are reranked; its scores pick "
+                         "the hardest negatives and are fused with the reranker's (rerank_alpha)")
+    negatives: str = opt("sampled", "cross: the k_train - 1 negatives of a training context: sampled at random "
+                         "from its candidates, or the retriever's highest-scored wrong ones (mined once, before "
+                         "training, saved in the run as first_stage.npz)", ("sampled", "hardest"), late=True)
+    rerank_alpha: float = opt(-1.0, "cross: final score = alpha * reranker + (1 - alpha) * retriever, each "
+                              "standardised over the context's candidates; -1 = tuned on validation over 0, "
+                              "0.05, .., 1 (so validation never falls below the retriever alone); 1 = reranker "
+                              "alone")
+    wise: float = opt(1.0, "cross / bi: WiSE-FT weight-space ensemble, encoder = (1 - wise) * starting weights "
+                      "+ wise * fine-tuned; -1 = tuned on validation; 1 = fine-tuned alone", late=True)
     shared: bool = opt(True, "bi: one encoder for contexts and candidates (false = two copies)")
     score: str = opt("cosine", "bi: similarity of the two vectors", ("cosine", "dot"))
     hard_negatives: int = opt(0, "bi: extra negatives per context from its candidate list (other senses), "
@@ -325,7 +335,7 @@ RANGES: dict[str, str] = {
     "series.cells": _GE1, "series.axes": _GE1, "series.alphabet": "[2, inf)", "series.segment": _GE1,
     "series.patch": _GE1, "ranking.context_tokens": "[4, inf)", "ranking.candidate_tokens": "[2, inf)",
     "ranking.margin": _GE0, "ranking.scale": _POS, "ranking.k_train": _GE0, "ranking.top_k": _GE1,
-    "ranking.hard_negatives": _GE0, "compress.temperature": _POS, "compress.soft_weight": _UNIT,
+    "ranking.hard_negatives": _GE0, "ranking.rerank_alpha": "[-1, 1]", "ranking.wise": "[-1, 1]", "compress.temperature": _POS, "compress.soft_weight": _UNIT,
     "compress.hidden_weight": _GE0, "compress.attention_weight": _GE0,
 }
 

@@ -70,9 +70,10 @@ def embed(model: RM.BiEncoder, tok, segs: list[list[int]], side: str, device, pr
     return out
 
 
-def retrieve(s: BiSetup, split: str, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k dictionary rows (N, k) of each context from its own domain's index, and the gold's
-    1-based rank in them (0 = not retrieved). The dictionary is encoded once per call."""
+def retrieve(s: BiSetup, split: str, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-k dictionary rows (N, k) of each context from its own domain's index (-1 pads a domain
+    with fewer entries), the gold's 1-based rank in them (0 = not retrieved) and their scores (N, k).
+    The dictionary is encoded once per call."""
     sp, d = getattr(s.data, split), s.data.dictionary
     tc = s.cfg.train
     ctx = embed(s.model, s.tokenizer, s.tokens[split].ctx.ids, "ctx", s.device, tc.precision, tc.eval_batch_size)
@@ -83,28 +84,34 @@ def retrieve(s: BiSetup, split: str, k: int) -> tuple[np.ndarray, np.ndarray]:
     vecs[pos] = embed(s.model, s.tokenizer, [s.dict_segs.ids[p] for p in pos], "cand", s.device,
                       tc.precision, tc.eval_batch_size)
     top = np.full((len(sp), k), -1, dtype=np.int64)
+    scores = np.full((len(sp), k), -np.inf, dtype=np.float32)
     ranks = np.zeros(len(sp), dtype=np.int64)
     ex_doms = np.asarray(sp.domains)
     for dom in sorted(set(sp.domains)):
         members = np.flatnonzero(doms == dom)
         ex = np.flatnonzero(ex_doms == dom)
-        _, hits = VectorIndex(vecs[members]).search(ctx[ex], k)
+        found_scores, hits = VectorIndex(vecs[members]).search(ctx[ex], k)
         rows = s.dict_rows[members][hits]                                               # (n, k')
         top[ex, :rows.shape[1]] = rows
+        scores[ex, :rows.shape[1]] = found_scores
         for j, i in enumerate(ex):
             found = np.flatnonzero(rows[j] == d.row[sp.gold[i]])
             ranks[i] = found[0] + 1 if len(found) else 0
-    return top, ranks
+    return top, ranks, scores
+
+
+def list_scores(s: BiSetup, split: str) -> list[np.ndarray]:
+    """Each context's scores over its own candidate list (explicit-list mode)."""
+    t, tc = s.tokens[split], s.cfg.train
+    ctx = embed(s.model, s.tokenizer, t.ctx.ids, "ctx", s.device, tc.precision, tc.eval_batch_size)
+    cand = embed(s.model, s.tokenizer, t.cand.ids, "cand", s.device, tc.precision, tc.eval_batch_size)
+    return [cand[idx] @ ctx[i] for i, idx in enumerate(t.cand_index)]
 
 
 def list_ranks(s: BiSetup, split: str) -> np.ndarray:
     """Gold rank of each context among its own candidate list, by score."""
-    t, tc = s.tokens[split], s.cfg.train
-    ctx = embed(s.model, s.tokenizer, t.ctx.ids, "ctx", s.device, tc.precision, tc.eval_batch_size)
-    cand = embed(s.model, s.tokenizer, t.cand.ids, "cand", s.device, tc.precision, tc.eval_batch_size)
     labels = getattr(s.data, split).labels
-    return np.asarray([M.gold_ranks((ctx[i] @ cand[idx].T)[None], labels[i:i + 1])[0]
-                       for i, idx in enumerate(t.cand_index)])
+    return np.asarray([M.gold_ranks(sc[None], labels[i:i + 1])[0] for i, sc in enumerate(list_scores(s, split))])
 
 
 def evaluate(s: BiSetup, split: str) -> dict:
@@ -127,12 +134,14 @@ def retriever(cfg: C.ExperimentConfig, store_root) -> BiSetup:
     folder = stored.dir / "model"
     if not (folder / "encoderlab.json").exists():
         raise ConfigError(f"ranking.retriever: run {stored.id} has no saved bi-encoder (status {stored.status})")
-    brc = replace(stored.config().ranking, mode="bi", top_k=rc.top_k)
+    # the stored encoder's own budgets, pooling and markers; this run's data and candidate mode
+    brc = replace(stored.config().ranking, mode="bi", top_k=rc.top_k, candidates=rc.candidates,
+                  dictionary=rc.dictionary)
     bcfg = replace(cfg, ranking=brc)
     model, tok = RM.load_biencoder(folder, brc)
     device = pick_device(cfg.train.device)
     model.to(device)
     data = load_ranking(cfg.data, brc)
     tokens = {sp: tokenize_split(tok, getattr(data, sp), brc, brc.markers, 2) for sp in SPLITS}
-    segs, rows = dictionary_tokens(tok, data, brc, 2)
+    segs, rows = dictionary_tokens(tok, data, brc, 2) if data.candidates == "dictionary" else (None, None)
     return BiSetup(bcfg, data, model, tok, tokens, segs, rows, device)

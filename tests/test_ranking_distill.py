@@ -81,7 +81,8 @@ def test_kl_and_margin_mse_against_hand_computed_values():
     for T in (1.0, 2.0):
         want = (_kl_by_hand(teacher, student, T) + _kl_by_hand([0.5, 0.0], [3.0, -1.0], T)) / 2
         assert BD.kl_loss(s, t, mask, T).item() == pytest.approx(want, rel=1e-5)
-    assert BD.kl_loss(torch.tensor([teacher]), torch.tensor([teacher]), mask[:1], 1.0).item() == pytest.approx(0, abs=1e-6)
+    same = torch.tensor([teacher])
+    assert BD.kl_loss(same, same, mask[:1], 1.0).item() == pytest.approx(0, abs=1e-6)
     # margins gold - neg: student (1, 2) and (4); teacher (1, 0.5) and (0.5)
     # squared differences 0, 2.25, 12.25 over the three (context, negative) pairs
     assert BD.margin_mse_loss(s, t, mask, gold).item() == pytest.approx((0 + 2.25 + 12.25) / 3)

@@ -149,7 +149,7 @@ def test_distill_run_end_to_end_and_its_cache(files, shared_store, teacher, monk
     cached = BD.read_cache(r.dir / BD.CACHE, f"run:{teacher.id}", 24)
     assert cached is not None and np.isfinite(cached.scores).all()
     # the cached scores are the teacher's own scores of each (context, candidate) pair
-    _, tcfg, model, tok = BD.load_teacher(f"run:{teacher.id}", shared_store.root)
+    _, tcfg, model, tok = BD.load_teacher(f"run:{teacher.id}", shared_store)
     s = setup(cfg, shared_store.root)
     ctx, cand = BD.teacher_segments(s, tcfg, tok)
     cands, scores, gold = cached.of(5)
@@ -159,8 +159,17 @@ def test_distill_run_end_to_end_and_its_cache(files, shared_store, teacher, monk
     assert np.allclose(direct, scores, atol=1e-4) and gold == json.loads(open(files["train"]).readlines()[5])["label"]
     # scored once: a second call in the same folder reads the cache and never loads the teacher
     monkeypatch.setattr(BD, "load_teacher", lambda *a: pytest.fail("the teacher was loaded again"))
-    again = BD.teacher_scores(s, r.dir, shared_store.root)
+    again = BD.teacher_scores(s, r.dir, shared_store)
     assert np.array_equal(again.scores, cached.scores) and np.array_equal(again.cands, cached.cands)
+    # the same configuration started again (a new run folder) copies the earlier run's cache
+    from encoderlab.store.runs import RunStore
+    store = RunStore(shared_store.root)
+    again = store.create(cfg, [], task="ranking")
+    assert BD.earlier_cache(store, again.dir) == r.dir / BD.CACHE
+    copied = BD.teacher_scores(s, again.dir, store)
+    assert (again.dir / BD.CACHE).exists() and np.array_equal(copied.scores, cached.scores)
+    store.get(again.id).update(status="failed")
+    store.close()
     # another teacher id does not trust this cache
     assert BD.read_cache(r.dir / BD.CACHE, "run:other", 24) is None
 

@@ -8,6 +8,8 @@ trained (the negatives it will confuse first)."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,13 +46,14 @@ class TeacherScores:
         return len(self.gold)
 
 
-def teacher_run(ref: str, store_root):
-    """The stored run of `ranking.teacher = "run:ID"`, checked before any work: a ConfigError naming
-    the key when it is missing, not a cross-encoder, not completed or without its saved model."""
+def teacher_run(ref: str, store: RunStore):
+    """The stored run of `ranking.teacher = "run:ID"` in the student's own store (indexed or not),
+    checked before any work: a ConfigError naming the key when it is missing, not a cross-encoder,
+    not completed or without its saved model."""
     if not ref.startswith("run:"):
         raise ConfigError(f"ranking.teacher = '{ref}': use run:ID of a completed cross-encoder run")
     try:
-        stored = RunStore(store_root).get(ref.removeprefix("run:"))
+        stored = store.get(ref.removeprefix("run:"))
     except StoreError as e:
         raise ConfigError(f"ranking.teacher = '{ref}': {e}") from None
     mode = stored.config().ranking.mode if (stored.dir / "config.toml").exists() else "unknown"
@@ -64,9 +67,9 @@ def teacher_run(ref: str, store_root):
     return stored
 
 
-def load_teacher(ref: str, store_root) -> tuple[str, C.ExperimentConfig, RM.CrossEncoder, object]:
+def load_teacher(ref: str, store: RunStore) -> tuple[str, C.ExperimentConfig, RM.CrossEncoder, object]:
     """(run id, its config, cross-encoder in eval mode, tokenizer) of a checked teacher run."""
-    stored = teacher_run(ref, store_root)
+    stored = teacher_run(ref, store)
     tcfg = stored.config()
     model, tok = RM.load_crossencoder(stored.dir / "model", tcfg.ranking, tcfg.model.head)
     return stored.id, tcfg, model, tok
@@ -125,15 +128,19 @@ def score_lists(model: RM.CrossEncoder, tok, ctx: Segments, cand: Segments, list
     return out
 
 
-def teacher_scores(s, run_dir: Path, store_root) -> TeacherScores:
-    """The cached scores in `run_dir` when they belong to this teacher and these contexts (a run
-    started again in its folder), else the teacher scores them once and the cache is written."""
+def teacher_scores(s, run_dir: Path, store: RunStore) -> TeacherScores:
+    """The cached scores when they belong to this teacher and these contexts: in `run_dir`, or
+    copied from an earlier run of the same configuration (ranking runs start again in a new
+    folder); else the teacher scores them once and the cache is written into `run_dir`."""
     rc = s.cfg.ranking
     path = Path(run_dir) / CACHE
+    earlier = earlier_cache(store, Path(run_dir))
+    if not path.exists() and earlier is not None and read_cache(earlier, rc.teacher, len(s.data.train)):
+        shutil.copyfile(earlier, path)
     cached = read_cache(path, rc.teacher, len(s.data.train))
     if cached is not None:
         return cached
-    tid, tcfg, model, tok = load_teacher(rc.teacher, store_root)
+    _, tcfg, model, tok = load_teacher(rc.teacher, store)
     model.to(s.device)
     lists, gold = scored_lists(s, rc.k_train)
     ctx, cand = teacher_segments(s, tcfg, tok)
@@ -146,6 +153,24 @@ def teacher_scores(s, run_dir: Path, store_root) -> TeacherScores:
                        gold, rc.teacher)
     write_cache(path, ts)
     return ts
+
+
+def earlier_cache(store: RunStore, run_dir: Path) -> Path | None:
+    """The newest cache of another run with this run's config hash (an interrupted run started
+    again): the same teacher, contexts and student initialisation, so the same scores."""
+    try:
+        want = json.loads((run_dir / "run.json").read_text()).get("config_hash")
+    except (OSError, ValueError):
+        return None
+    for p in sorted(store.root.glob(f"*/{CACHE}"), reverse=True):
+        if p.parent == run_dir:
+            continue
+        try:
+            if json.loads((p.parent / "run.json").read_text()).get("config_hash") == want:
+                return p
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def read_cache(path: Path, teacher: str, n: int) -> TeacherScores | None:

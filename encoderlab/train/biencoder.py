@@ -112,7 +112,7 @@ def epoch_batches(s: BiSetup, epoch: int) -> list[np.ndarray]:
 def fit_bi(cfg: C.ExperimentConfig, store: RunStore, progress: bool = True, callback=None) -> Run:
     BD.check(cfg.ranking)
     if cfg.ranking.teacher:     # a wrong teacher is refused before any work
-        BD.teacher_run(cfg.ranking.teacher, store.root)
+        BD.teacher_run(cfg.ranking.teacher, store)
     s = setup(cfg, store.root)
     cfg = s.cfg
     if s.data.candidates == "dictionary":   # dictionary row -> position among the tokenized entries
@@ -131,15 +131,15 @@ def fit_bi(cfg: C.ExperimentConfig, store: RunStore, progress: bool = True, call
     state = {"step": 0, "best": None}
     with store.running(run, state, restarts="ranking runs restart"), sigterm_as_interrupt():
         if cfg.ranking.mode == "bi":
-            ts = _teacher(s, run, store.root) if cfg.ranking.teacher else None
+            ts = _teacher(s, run, store) if cfg.ranking.teacher else None
             _loop(s, run, emit, state, progress, ts)
         return _finish(s, run, emit, state)
 
 
-def _teacher(s: BiSetup, run: Run, store_root) -> BD.TeacherScores:
+def _teacher(s: BiSetup, run: Run, store: RunStore) -> BD.TeacherScores:
     """The teacher's scores of every training context's candidates (cached in the run folder), and
     a note of them in run.json's data summary."""
-    ts = BD.teacher_scores(s, run.dir, store_root)
+    ts = BD.teacher_scores(s, run.dir, store)
     cache = run.dir / BD.CACHE
     run.update(data={**run.info.get("data", {}), "teacher": {
         "run": ts.teacher.removeprefix("run:"), "loss": s.cfg.ranking.distill_loss,

@@ -136,8 +136,9 @@ class TrainConfig:
     seed: int = opt(0, "seed of init, dropout and batch order")
     device: str = opt("auto", "auto = cuda when present, else cpu", ("auto", "cpu", "cuda"))
     threads: int = opt(0, "torch CPU threads (0 = the cores available to the process: affinity, cgroup quota)")
-    bucket: bool = opt(True, "group examples of similar length into batches (less padding); ranking runs keep "
-                            "random batches (in-batch negatives, K pairs per context)")
+    bucket: bool = opt(True, "group examples of similar length into batches (less padding); bi-encoder "
+                            "ranking runs group their contexts too, cross-encoder runs keep random batches "
+                            "(K pairs per context)")
     class_weights: str = opt("none", "cross-entropy class weights; multilabel: balanced = BCE pos_weight "
                              "(negatives / positives of each label in train, at most 10)", ("none", "balanced"))
     regression_loss: str = opt("mse", "regression: squared error, or Huber (delta 1 on the standardised "
@@ -230,6 +231,18 @@ class RankingConfig:
                                "model's pooling (model.head.pooling), or the mean over the marked mention "
                                "[M] .. [/M] (needs markers; rows whose mention was cut fall back to the model's)",
                                ("model", "mention"), late=True)
+    teacher: str = opt("", "bi: run:ID of a completed cross-encoder run whose scores of each training "
+                       "context's candidates the bi-encoder also learns from (scored once before training, "
+                       "cached in the run folder); empty = off", late=True)
+    distill_loss: str = opt("kl", "bi with a teacher: KL(softmax(teacher/T) || softmax(student/T)) over the "
+                            "context's scored candidates, or MSE of the gold-minus-negative score margins "
+                            "(margin-mse, Hofstaetter et al.)", ("kl", "margin-mse"), late=True)
+    distill_weight: float = opt(0.5, "bi with a teacher: loss = (1 - w) * in-batch cross-entropy + w * the "
+                                "distillation loss", late=True)
+    distill_temperature: float = opt(1.0, "bi with a teacher, kl: softmax temperature T of both score lists",
+                                     late=True)
+    freeze_candidates: bool = opt(False, "bi with shared = false: the candidate encoder is not trained; its "
+                                  "encodings are computed once and reused across epochs", late=True)
 
 
 # how a stored model can be served (cost/runtime.py): PyTorch eager fp32; int8 through torchao
@@ -335,7 +348,9 @@ RANGES: dict[str, str] = {
     "series.cells": _GE1, "series.axes": _GE1, "series.alphabet": "[2, inf)", "series.segment": _GE1,
     "series.patch": _GE1, "ranking.context_tokens": "[4, inf)", "ranking.candidate_tokens": "[2, inf)",
     "ranking.margin": _GE0, "ranking.scale": _POS, "ranking.k_train": _GE0, "ranking.top_k": _GE1,
-    "ranking.hard_negatives": _GE0, "ranking.rerank_alpha": "[-1, 1]", "ranking.wise": "[-1, 1]", "compress.temperature": _POS, "compress.soft_weight": _UNIT,
+    "ranking.hard_negatives": _GE0, "ranking.rerank_alpha": "[-1, 1]", "ranking.wise": "[-1, 1]",
+    "ranking.distill_weight": _UNIT, "ranking.distill_temperature": _POS,
+    "compress.temperature": _POS, "compress.soft_weight": _UNIT,
     "compress.hidden_weight": _GE0, "compress.attention_weight": _GE0,
 }
 

@@ -281,10 +281,11 @@ def wise_select(model, tok, view: View, cfg, device, start: dict) -> tuple[float
         scores, extra, pairs, alphas = evaluate(model, tok, view, cfg, device)
         curve.append({"wise": w, "rerank_alpha": extra["rerank_alpha"], "accuracy": scores["accuracy"],
                       "mrr": scores["mrr"]})
-        if best is None or (scores["accuracy"], scores["mrr"], w) > (best[1][0]["accuracy"], best[1][0]["mrr"], best[0]):
-            best = (w, (scores, extra, pairs, alphas))
-    fusion.interpolate(model.encoder, start, tuned, best[0])
-    return best[0], best[1], curve
+        key = (scores["accuracy"], scores["mrr"], w)     # ties go to the larger weight
+        if best is None or key > best[0]:
+            best = (key, (scores, extra, pairs, alphas))
+    fusion.interpolate(model.encoder, start, tuned, best[0][2])
+    return best[0][2], best[1], curve
 
 
 def _finish(run: Run, model, tok, views, cfg, device, emit, state, summary, known: dict, start) -> Run:

@@ -163,6 +163,10 @@ The same contexts (the wordnet-senses split files), linked by `gold` against `di
 every synset of WordNet as `id`, `title` (its words), `description` (its definition) and `domain`
 (the group of its lexicographer file). A context is linked against the entries of its own domain
 (thousands), as in zero-shot entity linking.
+
+A second split of the same contexts, `wordnet-senses-b` / `wordnet-linking-b` (test = people +
+things, validation = acts-states, no word in two splits), is made from these files by
+`scripts/wordnet_ranking_b.py`: see `README-wordnet-senses-b.md`.
 """
 
 

@@ -121,13 +121,15 @@ def build_ranking(synsets: list[dict], wndir, pos_files: dict, word_forms, rng: 
     return out, dictionary
 
 
-def ranking_summary(splits: dict[str, list[dict]], dictionary: list[dict]) -> str:
-    """Contexts, mean/max K and dictionary size per domain and split."""
+def ranking_summary(splits: dict[str, list[dict]], dictionary: list[dict],
+                    split_domains: dict[str, tuple[str, ...]] = SPLIT_DOMAINS) -> str:
+    """Contexts, mean/max K and dictionary size per domain and split (of this split's domains, or
+    of another split's: scripts/wordnet_ranking_b.py)."""
     dict_size = collections.Counter(e["domain"] for e in dictionary)
     lines = ["| split | domain | contexts | mean K | max K | first-listed = gold | dictionary entries |",
              "|---|---|---|---|---|---|---|"]
     for sp, rows in splits.items():
-        for d in SPLIT_DOMAINS.get(sp, ()):
+        for d in split_domains.get(sp, ()):
             ks = [len(r["candidates"]) for r in rows if r["domain"] == d]
             first = sum(r["label"] == 0 for r in rows if r["domain"] == d)
             if ks:
@@ -161,6 +163,10 @@ The same contexts (the wordnet-senses split files), linked by `gold` against `di
 every synset of WordNet as `id`, `title` (its words), `description` (its definition) and `domain`
 (the group of its lexicographer file). A context is linked against the entries of its own domain
 (thousands), as in zero-shot entity linking.
+
+A second split of the same contexts, `wordnet-senses-b` / `wordnet-linking-b` (test = people +
+things, validation = acts-states, no word in two splits), is made from these files by
+`scripts/wordnet_ranking_b.py`: see `README-wordnet-senses-b.md`.
 """
 
 

@@ -247,6 +247,11 @@ def _cap(split: RankSplit, n: int, seed: int) -> RankSplit:
     return split.subset(np.sort(order[:n]))
 
 
+def _ranking_builtins() -> list[str]:
+    """The ranking builtins, read from the manifest so that the message stays true as sets are added."""
+    return [f"builtin:{n}" for n in builtin.names() if builtin.get(n).task == "ranking"]
+
+
 def load_ranking(dc: DataConfig, rc: RankingConfig) -> RankData:
     """Read the three splits (files, or the builtin's) and the dictionary; cap train/eval sizes."""
     files = {"train": dc.source, "validation": dc.validation, "test": dc.test}
@@ -254,8 +259,8 @@ def load_ranking(dc: DataConfig, rc: RankingConfig) -> RankData:
     if dc.source.startswith("builtin:"):
         spec = builtin.get(dc.source.removeprefix("builtin:"))
         if spec.task != "ranking":
-            raise DataError(f"{dc.source} is a {spec.task} dataset; ranking needs builtin:wordnet-senses, "
-                            "builtin:wordnet-senses-full or builtin:wordnet-linking", field="data.source")
+            raise DataError(f"{dc.source} is a {spec.task} dataset; ranking needs one of "
+                            f"{', '.join(_ranking_builtins())}", field="data.source")
         files = {k: files[k] if files[k] and k != "train" else str(spec.files[k]) for k in files}
         dict_path = dict_path or (str(spec.dictionary) if spec.dictionary else "")
     for k in ("validation", "test"):

@@ -127,3 +127,20 @@ def test_fusion_and_wise_ranges_are_checked(files):
     for key in ("ranking.rerank_alpha", "ranking.wise"):
         with pytest.raises(ConfigError, match=key):
             cfg_for(files, **{key: 1.5})
+
+
+def test_bi_run_reports_its_starting_weights_and_ensembles(files, store):
+    from encoderlab.train.ranking import run
+    r = run(cfg_for(files, **{"ranking.mode": "bi", "ranking.wise": -1.0}), store, progress=False)
+    test = [e for e in r.events() if e["split"] == "test"][-1]["metrics"]
+    val = [e for e in r.events() if e["split"] == "final_validation"][-1]["metrics"]
+    curve = r.info["wise"]["curve"]
+    assert [c["wise"] for c in curve] == [round(w, 1) for w in np.linspace(0, 1, 11)]
+    assert val["accuracy"] == pytest.approx(max(c["accuracy"] for c in curve))
+    assert val["start_accuracy"] == pytest.approx(curve[0]["accuracy"])       # w = 0 is the starting encoder
+    assert test["wise"] == r.info["wise"]["weight"]
+    for d in {json.loads(x)["domain"] for x in open(files["test"])}:
+        assert f"start_accuracy/{d}" in test and f"accuracy/{d}" in test
+    plain = run(cfg_for(files, **{"ranking.mode": "bi"}), store, progress=False)
+    assert "wise" not in plain.info
+    assert "start_accuracy" in [e for e in plain.events() if e["split"] == "test"][-1]["metrics"]

@@ -26,6 +26,7 @@ from encoderlab.store import space
 from encoderlab.store.runs import Run, RunStore, now
 from encoderlab.train import bidistill as BD
 from encoderlab.train import checkpoint
+from encoderlab.train import fusion
 from encoderlab.train.loop import ProgressBar, autocast, emitter, sigterm_as_interrupt
 from encoderlab.train.optim import make_optimizer, make_scheduler
 from encoderlab.train.ranking_common import SPLITS, Running, flat_metrics, optimizer_step
@@ -130,10 +131,12 @@ def fit_bi(cfg: C.ExperimentConfig, store: RunStore, progress: bool = True, call
     emit = emitter(run, callback)
     state = {"step": 0, "best": None}
     with store.running(run, state, restarts="ranking runs restart"), sigterm_as_interrupt():
+        start = None
         if cfg.ranking.mode == "bi":
+            start = fusion.snapshot(s.model)        # the starting weights: reported beside, WiSE-FT's anchor
             ts = _teacher(s, run, store) if cfg.ranking.teacher else None
             _loop(s, run, emit, state, progress, ts)
-        return _finish(s, run, emit, state)
+        return _finish(s, run, emit, state, start)
 
 
 def _teacher(s: BiSetup, run: Run, store: RunStore) -> BD.TeacherScores:
@@ -236,23 +239,58 @@ def _loop(s: BiSetup, run: Run, emit, state: dict, progress: bool, ts: BD.Teache
                 break
 
 
-def _finish(s: BiSetup, run: Run, emit, state: dict) -> Run:
+def start_vs_tuned(s: BiSetup, start: dict) -> tuple[dict, list[dict]]:
+    """The starting weights (zero-shot for a pretrained encoder) scored on validation and test beside
+    the fine-tuned ones, and with `ranking.wise` the WiSE-FT weight: (1 - w) * start + w * tuned with
+    the best validation accuracy (then MRR; ties to the larger w), the model left there. Returns
+    ({split: starting-weight scores}, the validation curve over w)."""
+    tuned = fusion.snapshot(s.model)
+    fusion.interpolate(s.model, start, tuned, 0.0)
+    at_start = {split: evaluate(s, split) for split in ("validation", "test")}
+    w_grid = [] if s.cfg.ranking.wise == 1.0 else \
+        [s.cfg.ranking.wise] if s.cfg.ranking.wise >= 0 else [round(w, 1) for w in np.linspace(0, 1, 11)]
+    curve = []
+    for w in w_grid:
+        fusion.interpolate(s.model, start, tuned, w)
+        v = at_start["validation"] if w == 0.0 else evaluate(s, "validation")
+        curve.append({"wise": w, "accuracy": v["accuracy"], "mrr": v["mrr"]})
+    best = max(curve, key=lambda c: (c["accuracy"], c["mrr"], c["wise"]))["wise"] if curve else 1.0
+    fusion.interpolate(s.model, start, tuned, best)
+    return at_start, curve
+
+
+def _finish(s: BiSetup, run: Run, emit, state: dict, start: dict | None = None) -> Run:
     if state["best"] is not None:
         checkpoint.load_weights(run.dir / "checkpoints" / f"step-{state['best']['step']}", s.model)
+    at_start, curve, chosen = {}, [], {}
+    if start is not None:
+        at_start, curve = start_vs_tuned(s, start)
+        if curve:
+            w = max(curve, key=lambda c: (c["accuracy"], c["mrr"], c["wise"]))["wise"]
+            chosen["wise"] = {"weight": w, "curve": curve}
     results = {}
     for split in ("validation", "test"):
         t0 = time.perf_counter()
         scores = evaluate(s, split)
         results[split] = scores
+        extra = {"eval_seconds": time.perf_counter() - t0}
+        if split in at_start:      # fine-tuned vs starting weights, overall and per domain
+            base = at_start[split]
+            extra |= {"start_accuracy": base["accuracy"], "start_mrr": base["mrr"],
+                      "domain_mean/start_accuracy": base["domain_mean"]["accuracy"],
+                      **{f"start_accuracy/{d}": p["accuracy"] for d, p in base["per_domain"].items()}}
+            if "wise" in chosen:
+                extra["wise"] = chosen["wise"]["weight"]
         if split == "validation" and state["best"] is None:   # zero-shot: one evaluation, no training
             emit({"split": "validation", "step": 0, "epoch": 0, "metrics": flat_metrics(scores)})
         emit({"split": "final_validation" if split == "validation" else "test",
               "step": state["best"]["step"] if state["best"] else 0,
               "epoch": state["best"]["epoch"] if state["best"] else 0,
-              "metrics": flat_metrics(scores, {"eval_seconds": time.perf_counter() - t0}),
+              "metrics": flat_metrics(scores, extra),
               "detail": {"per_domain": scores["per_domain"]}})
     if s.cfg.ranking.mode == "bi":
-        RM.save(s.model, s.tokenizer, run.dir / "model", {"mode": "bi", "ranking": C.to_dict(s.cfg.ranking)})
-    run.update(status="completed", finished=now(), test_accuracy=results["test"]["accuracy"], message="")
+        RM.save(s.model, s.tokenizer, run.dir / "model", {"mode": "bi", "ranking": C.to_dict(s.cfg.ranking),
+                                                          **({"wise": chosen["wise"]["weight"]} if chosen else {})})
+    run.update(status="completed", finished=now(), test_accuracy=results["test"]["accuracy"], message="", **chosen)
     space.lean_completed(run.dir)
     return run

@@ -144,3 +144,29 @@ def test_bi_run_reports_its_starting_weights_and_ensembles(files, store):
     plain = run(cfg_for(files, **{"ranking.mode": "bi"}), store, progress=False)
     assert "wise" not in plain.info
     assert "start_accuracy" in [e for e in plain.events() if e["split"] == "test"][-1]["metrics"]
+
+
+def test_first_stage_is_computed_once_per_retriever_and_data(files, store, monkeypatch):
+    """A second seed of the same configuration reuses the cached first stage (no retriever built);
+    another retrieval depth or data slice is a new cache entry; `store check` ignores the cache."""
+    from encoderlab.store.check import check
+    from encoderlab.train import crossencoder as CE
+    from encoderlab.train.ranking import run
+    over = {"ranking.mode": "cross", "ranking.negatives": "hardest"}
+    first = run(cfg_for(files, **over), store, progress=False)
+    cached = list((store.root / ".cache" / "first-stage").glob("*.npz"))
+    assert len(cached) == 1
+
+    def no_retriever(*a, **k):
+        raise AssertionError("the retriever was built again")
+    monkeypatch.setattr("encoderlab.train.retriever.retriever", no_retriever)
+    second = run(cfg_for(files, **over, **{"train.lr": 5e-4}), store, progress=False)   # another learning rate
+    a = np.load(first.dir / "first_stage.npz")
+    b = np.load(second.dir / "first_stage.npz")
+    assert all(np.array_equal(a[k], b[k]) for k in a.files)
+    monkeypatch.undo()
+    key = CE._stage_key(cfg_for(files, **over), store.root)
+    assert CE._stage_key(cfg_for(files, **over, **{"data.max_eval": 8}), store.root) != key
+    # a randomly initialised zero-shot retriever differs per seed, a pretrained one does not
+    assert CE._stage_key(cfg_for(files, **over, **{"train.seed": 1}), store.root) != key
+    assert not [f for f in check(store).findings if ".cache" in f.path]

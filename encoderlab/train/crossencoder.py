@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -63,24 +64,71 @@ def _views(cfg: C.ExperimentConfig, data: RankData, tok, store_root) -> dict[str
     if not _needs_first(rc, data.candidates):
         return {s: View(t.ctx, t.cand, t.cand_index, getattr(data, s).labels, getattr(data, s).domains)
                 for s, t in tokens.items()}
-    from encoderlab.train.retriever import list_scores, retrieve, retriever
-    bi = retriever(cfg, store_root)
+    stage = first_stage(cfg, data, store_root)
     if data.candidates == "list":
-        views = {s: View(t.ctx, t.cand, t.cand_index, getattr(data, s).labels, getattr(data, s).domains,
-                         first=list_scores(bi, s)) for s, t in tokens.items()}
-        del bi
-        return views
+        return {s: View(t.ctx, t.cand, t.cand_index, getattr(data, s).labels, getattr(data, s).domains,
+                        first=stage[s]) for s, t in tokens.items()}
     segs, rows = dictionary_tokens(tok, data, rc, reserve=1)
     pos = {int(r): p for p, r in enumerate(rows)}
     views = {}
     for s in SPLITS:
-        top, ranks, first = retrieve(bi, s, rc.top_k)
+        top, ranks, first = stage[s]
         lists = [[pos[int(r)] for r in row if r >= 0] for row in top]
         gold = np.asarray([pos[data.dictionary.row[g]] for g in getattr(data, s).gold])
         views[s] = View(tokens[s].ctx, segs, lists, ranks - 1, getattr(data, s).domains, ranks, gold,
                         [f[row >= 0] for f, row in zip(first, top)])
-    del bi
     return views
+
+
+def _stage_key(cfg: C.ExperimentConfig, store_root) -> str:
+    """What the first stage's output depends on: the retriever (a stored run's id, or the zero-shot
+    model), the data and its caps, the candidate mode and budgets, the retrieval depth."""
+    import hashlib
+    import json
+    rc = cfg.ranking
+    retr = rc.retriever
+    if retr.startswith("run:") and store_root:      # a name resolves to the run it means now
+        retr = "run:" + RunStore(store_root).get(retr.removeprefix("run:")).id
+    parts = {"retriever": retr, "data": C.to_dict(cfg.data),
+             "ranking": {k: getattr(rc, k) for k in ("candidates", "dictionary", "top_k", "context_tokens",
+                                                      "candidate_tokens", "context_truncation",
+                                                      "candidate_truncation")}}
+    if rc.retriever == "zero-shot":
+        parts["model"] = C.to_dict(cfg.model)
+        parts["seed"] = cfg.train.seed if cfg.model.init != "pretrained" else 0   # random init differs per seed
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def first_stage(cfg: C.ExperimentConfig, data: RankData, store_root) -> dict:
+    """Per split, the retriever's output: list mode -> each context's scores over its own list;
+    dictionary mode -> (top rows (N, top_k), gold ranks, scores (N, top_k)). Computed once per
+    retriever + data + budgets and kept in the store's cache (seeds and reruns of a configuration
+    reuse it: retrieving the training domains' dictionary is the slow part of a linking run)."""
+    from encoderlab.store import atomic
+    from encoderlab.train.retriever import list_scores, retrieve, retriever
+    path = Path(store_root) / ".cache" / "first-stage" / f"{_stage_key(cfg, store_root)}.npz" if store_root else None
+    if path is not None and path.exists():
+        with np.load(path) as z:
+            if data.candidates == "list":
+                return {s: np.split(z[f"{s}_scores"], z[f"{s}_offsets"][1:-1]) for s in SPLITS}
+            return {s: (z[f"{s}_top"], z[f"{s}_ranks"], z[f"{s}_scores"]) for s in SPLITS}
+    bi = retriever(cfg, store_root)
+    if data.candidates == "list":
+        out = {s: list_scores(bi, s) for s in SPLITS}
+        arrays = {f"{s}_{k}": v for s in SPLITS for k, v in
+                  (("scores", np.concatenate(out[s]).astype(np.float32)),
+                   ("offsets", np.cumsum([0] + [len(x) for x in out[s]])))}
+    else:
+        out = {s: retrieve(bi, s, cfg.ranking.top_k) for s in SPLITS}
+        arrays = {f"{s}_{k}": v for s in SPLITS for k, v in zip(("top", "ranks", "scores"), out[s])}
+    del bi
+    if path is not None:
+        import io
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        atomic.write_bytes(path, buf.getvalue())
+    return out
 
 
 def save_first_stage(path, views: dict[str, View]) -> None:

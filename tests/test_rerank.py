@@ -170,3 +170,22 @@ def test_first_stage_is_computed_once_per_retriever_and_data(files, store, monke
     # a randomly initialised zero-shot retriever differs per seed, a pretrained one does not
     assert CE._stage_key(cfg_for(files, **over, **{"train.seed": 1}), store.root) != key
     assert not [f for f in check(store).findings if ".cache" in f.path]
+
+
+def test_stage_table_puts_each_run_beside_its_own_baseline(files, store):
+    from encoderlab.analysis import ranking as AR
+    from encoderlab.train.ranking import run
+    runs = [run(cfg_for(files, **{"ranking.mode": "cross", "ranking.negatives": "hardest", "train.seed": s}),
+                store, progress=False) for s in (0, 1)]
+    runs.append(run(cfg_for(files, **{"ranking.mode": "bi"}), store, progress=False))
+    t = AR.stage_table(runs)
+    cross = [r for r in t.rows if r["baseline"] == "first stage alone"]
+    doms = sorted({json.loads(x)["domain"] for x in open(files["test"])})
+    assert [r["domain"] for r in cross] == doms + ["domain mean", "all"] and all(r["n"] == 2 for r in cross)
+    tests = [[e for e in r.events() if e["split"] == "test"][-1]["metrics"] for r in runs[:2]]
+    every = cross[-1]
+    assert every["delta_mean"] == pytest.approx(np.mean([m["accuracy"] - m["retriever_accuracy"] for m in tests]))
+    assert every["reranker_mean"] == pytest.approx(np.mean([m["reranker_accuracy"] for m in tests]))
+    assert "rerank_alpha" in every["weights"]
+    bi = [r for r in t.rows if r["baseline"] == "starting weights"]
+    assert bi and bi[-1]["n"] == 1 and bi[-1]["reranker"] is None

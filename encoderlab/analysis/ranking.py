@@ -127,6 +127,50 @@ def e2e_table(runs: Sequence[Run]) -> Table:
     return Table(rows, cols, cols, title="entity linking: retrieval x reranking (test)")
 
 
+# the baseline each trained ranking run scores beside itself: a cross-encoder its first stage
+# (retriever alone), a bi-encoder its starting (zero-shot) weights
+BASELINE = {"cross": ("retriever_accuracy", "first stage alone"), "bi": ("start_accuracy", "starting weights")}
+
+
+def stage_table(runs: Sequence[Run], split: str = "test") -> Table:
+    """Per configuration (experiment x data) and domain: the run's own baseline (a cross-encoder's
+    first stage, a bi-encoder's starting weights), the final system, their difference (mean ± std
+    over seeds: the difference is paired, same contexts in every run) and, for cross-encoders, the
+    reranker alone and the chosen fusion / WiSE-FT weights."""
+    groups: dict[tuple, list] = {}
+    for f in read_facts(runs):
+        mode = f.flat.get("ranking.mode")
+        m = ((f.last("test") if split == "test" else f.last("final_validation")) or {}).get("metrics", {})
+        if mode in BASELINE and BASELINE[mode][0] in m:
+            groups.setdefault((f.info.get("name", "").split(":")[0], f.flat.get("data.source"), mode), []).append(m)
+    rows = []
+    for (exp, source, mode), ms in groups.items():
+        base = BASELINE[mode][0]
+        doms = sorted({k.split("/", 1)[1] for m in ms for k in m if k.startswith(base + "/")})
+        for d in doms + ["domain mean", "all"]:
+            key = {"all": "{}", "domain mean": "domain_mean/{}"}.get(d, "{}/" + d)
+            b, fin = [m.get(key.format(base)) for m in ms], [m.get(key.format("accuracy")) for m in ms]
+            diff = [x - y for x, y in zip(fin, b) if x is not None and y is not None]
+            row = {"experiment": exp, "data": source.removeprefix("builtin:"), "baseline": BASELINE[mode][1],
+                   "domain": d, "n": len(ms)}
+            for col, vals in (("base", b), ("final", fin), ("delta", diff),
+                              ("reranker", [m.get(key.format("reranker_accuracy")) for m in ms])):
+                mean, std, n = mean_std(vals)
+                row[col] = fmt_pm(mean, std, n, len(ms), 3)
+                row[f"{col}_mean"], row[f"{col}_std"] = mean, std
+            if d == "all":
+                row["weights"] = ", ".join(f"{k} {fmt_pm(*mean_std([m.get(k) for m in ms]), digits=2)}"
+                                           for k in ("rerank_alpha", "wise") if any(k in m for m in ms))
+            rows.append(row)
+    cols = [("experiment", "experiment"), ("data", "data"), ("baseline", "baseline"), ("domain", "domain"),
+            ("base", "baseline acc"), ("reranker", "reranker alone"), ("final", "final acc"),
+            ("delta", "final - baseline"), ("weights", "chosen on validation"), ("n", "n")]
+    data_cols = cols + [(f"{c}_{s}", f"{c}_{s}") for c in ("base", "final", "delta", "reranker")
+                        for s in ("mean", "std")]
+    return Table(rows, cols, data_cols, title=f"{split} accuracy@1: each run against its own baseline "
+                 f"(mean {PM} std over seeds)")
+
+
 def e2e_figure(bi_runs: Sequence[Run], cross_runs: Sequence[Run], path: Path) -> Path:
     """Recall@k of the bi-encoder(s) against k, with each cross-encoder's end-to-end accuracy
     (retrieval recall x reranking accuracy) marked at its k."""

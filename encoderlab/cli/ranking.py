@@ -100,6 +100,8 @@ def cmd_rank_table(args):
         emit(AR.budget_table(runs), args.format)
     elif args.e2e:
         emit(AR.e2e_table(runs), args.format)
+    elif args.stages:
+        emit(AR.stage_table(runs, args.split), args.format)
     else:
         emit(AR.domain_table(runs, args.metric, args.split), args.format)
     if args.figure:
@@ -143,6 +145,8 @@ def add_verbs(sub) -> None:
     p.add_argument("--split", default="test", choices=["test", "validation"])
     p.add_argument("--budgets", action="store_true", help="segment-budget table (truncation, padding waste)")
     p.add_argument("--e2e", action="store_true", help="entity linking: retrieval recall x reranking accuracy")
+    p.add_argument("--stages", action="store_true", help="each run against its own baseline per domain: a "
+                   "cross-encoder's first stage alone, a bi-encoder's starting (zero-shot) weights")
     p.add_argument("--figure", help="also write the end-to-end figure (PNG) to this path")
     format_flag(p, help=None)
 

@@ -302,7 +302,7 @@ def machine_lines(threads: int, requested: str) -> tuple[list[str], bool]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="builtin:wordnet-senses",
-                    help="ranking data for load_ranking (builtin:wordnet-senses, builtin:wordnet-senses-b, a file)")
+                    help="builtin ranking data for load_ranking (builtin:wordnet-senses, builtin:wordnet-senses-b)")
     ap.add_argument("--model", default="builtin:minilm-l6", help="model.path: builtin:NAME, run:ID or a folder")
     ap.add_argument("--trainers", default=",".join(TRAINERS), help=f"comma-separated, of {', '.join(TRAINERS)}")
     ap.add_argument("--max-train", type=int, default=1000, help="training contexts (encoderlab's seeded cap); 0 = all")

@@ -384,7 +384,7 @@ def main(argv=None) -> int:
         head += [f"- marks: {args.mark} (zero-shot: plain); {args.max_length} tokens per segment; "
                  f"epochs {args.epochs}, batch {args.batch_size} contexts, lr {args.lr}, seed {args.seed}", ""]
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text("\n".join(head) + text + "\n")
+        Path(args.out).write_text("\n".join(head) + "\n" + text + "\n")
     return 0
 
 

@@ -238,7 +238,8 @@ def row(name: str, what: str, res: dict, seconds: float | None, steps: int | Non
 
 def stored_rows(store_dir: str, names: list[str]) -> list[dict]:
     """encoderlab's completed runs beside the peer rows: test accuracy overall (run.info) and per
-    domain (the last test event's `accuracy/<domain>` metrics, as analysis/ranking.py reads them)."""
+    domain (the last test event's `accuracy/<domain>` metrics, as analysis/ranking.py reads them);
+    train seconds = the sum of its train events' `seconds` (the loop, without its evaluations)."""
     from encoderlab.analysis.facts import read_facts
     from encoderlab.store.runs import RunStore
     store = RunStore(store_dir)
@@ -256,8 +257,11 @@ def stored_rows(store_dir: str, names: list[str]) -> list[dict]:
                                               if k.startswith("accuracy/")}}
             if "test" in res and "test_accuracy" in run.info:
                 res["test"]["accuracy"] = run.info["test_accuracy"]
+            train = [e for e in f.events if e.get("split") == "train"]
+            seconds = sum(e["metrics"].get("seconds", 0.0) for e in train) if train else None
             mode = f.flat.get("ranking.mode", "?")
-            out.append(row(f"encoderlab {name}", f"run {run.id} ({mode})", res, run.info.get("train_seconds"), None))
+            out.append(row(f"encoderlab {name}", f"run {run.id} ({mode})", res, seconds,
+                           run.info.get("steps_done")))
         return out
     finally:
         store.close()

@@ -68,3 +68,17 @@ def test_main_trains_both_peers_and_prints_a_stored_run_beside_them(tmp_path, st
     assert float(rows[1]["train s"]) > 0 and int(rows[1]["steps"]) == 16 * 4 // 16   # 16 contexts x k=4, 16 pairs
     assert rows[3]["test acc@1"] and 0 <= float(rows[3]["test acc@1"]) <= 1
     assert float(rows[3]["test mind acc@1"]) >= 0
+
+
+def test_wall_budget_stops_training_after_the_step_that_spends_it():
+    from types import SimpleNamespace
+    peer = load_script()
+    cb, state = peer.wall_budget(1e-9), SimpleNamespace(global_step=3)
+    control = SimpleNamespace(should_training_stop=False)
+    cb.on_train_begin(None, state, control)
+    cb.on_step_end(None, state, control)
+    assert control.should_training_stop and cb.stopped and cb.steps == 3
+    free, control = peer.wall_budget(0), SimpleNamespace(should_training_stop=False)
+    free.on_train_begin(None, state, control)
+    free.on_step_end(None, state, control)
+    assert not control.should_training_stop and not free.stopped

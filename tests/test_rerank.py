@@ -87,6 +87,7 @@ def test_cross_run_fuses_mines_and_ensembles(files, store):
     # the fused system on validation is at least the retriever alone (alpha = 0 is on the grid)
     assert val["accuracy"] >= val["retriever_accuracy"] - 1e-9
     assert r.info["rerank"]["alpha"] == test["rerank_alpha"] == val["rerank_alpha"]
+    assert r.info["wise"]["weight"] == test["wise"]
     assert len(r.info["rerank"]["curve"]) == 21
     assert [c["wise"] for c in r.info["wise"]["curve"]] == [round(w, 1) for w in np.linspace(0, 1, 11)]
     assert max(c["accuracy"] for c in r.info["wise"]["curve"]) == pytest.approx(val["accuracy"])

@@ -352,7 +352,8 @@ def _finish(run: Run, model, tok, views, cfg, device, emit, state, summary, know
         results[split] = scores
         emit({"split": "final_validation" if split == "validation" else "test", "step": state["best"]["step"],
               "epoch": state["best"]["epoch"],
-              "metrics": flat_metrics(scores, {**extra, "eval_seconds": time.perf_counter() - t0}),
+              "metrics": flat_metrics(scores, {**extra, "eval_seconds": time.perf_counter() - t0,
+                                               **({"wise": chosen["wise"]["weight"]} if "wise" in chosen else {})}),
               "detail": {"per_domain": scores["per_domain"]}})
         if split == "test":
             summary = {**run.info.get("data", summary),

@@ -141,6 +141,8 @@ def stage_table(runs: Sequence[Run], split: str = "test") -> Table:
     for f in read_facts(runs):
         mode = f.flat.get("ranking.mode")
         m = ((f.last("test") if split == "test" else f.last("final_validation")) or {}).get("metrics", {})
+        if "wise" not in m and isinstance(f.info.get("wise"), dict):     # runs that kept it in run.json only
+            m = {**m, "wise": f.info["wise"].get("weight")}
         if mode in BASELINE and BASELINE[mode][0] in m:
             groups.setdefault((f.info.get("name", "").split(":")[0], f.flat.get("data.source"), mode), []).append(m)
     rows = []

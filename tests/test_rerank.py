@@ -189,4 +189,24 @@ def test_stage_table_puts_each_run_beside_its_own_baseline(files, store):
     assert every["reranker_mean"] == pytest.approx(np.mean([m["reranker_accuracy"] for m in tests]))
     assert "rerank_alpha" in every["weights"]
     bi = [r for r in t.rows if r["baseline"] == "starting weights"]
-    assert bi and bi[-1]["n"] == 1 and bi[-1]["reranker"] is None
+    assert bi and bi[-1]["n"] == 1 and bi[-1]["reranker"] is None     # random init: no zero-shot model
+    assert "zero_shot_accuracy" not in [e for e in runs[2].events() if e["split"] == "test"][-1]["metrics"]
+
+
+def test_pretrained_bi_run_scores_the_zero_shot_model_beside(files, store):
+    """A bi-encoder with markers and mention pooling starts elsewhere than the zero-shot baseline
+    (no markers, mean pooling): the run scores that baseline on the same contexts too."""
+    from encoderlab.analysis import ranking as AR
+    from encoderlab.train.ranking import run
+    over = {"model.path": "builtin:minilm-l6", "model.init": "pretrained", "model.num_layers": 1,
+            "model.hidden_size": 0, "model.num_heads": 0, "model.intermediate_size": 0}
+    bi = run(cfg_for(files, **over, **{"ranking.mode": "bi", "ranking.context_pooling": "mention"}), store,
+             progress=False)
+    zs = run(cfg_for(files, **over, **{"ranking.mode": "zero-shot"}), store, progress=False)
+    m = [e for e in bi.events() if e["split"] == "test"][-1]["metrics"]
+    z = [e for e in zs.events() if e["split"] == "test"][-1]["metrics"]
+    assert m["zero_shot_accuracy"] == pytest.approx(z["accuracy"])
+    assert all(m[f"zero_shot_accuracy/{d}"] == pytest.approx(z[f"accuracy/{d}"])
+               for d in {json.loads(x)["domain"] for x in open(files["test"])})
+    rows = AR.stage_table([bi]).rows
+    assert rows[-1]["baseline"] == "zero-shot model" and rows[-1]["base_mean"] == pytest.approx(z["accuracy"])

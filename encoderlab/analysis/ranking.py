@@ -129,12 +129,13 @@ def e2e_table(runs: Sequence[Run]) -> Table:
 
 # the baseline each trained ranking run scores beside itself: a cross-encoder its first stage
 # (retriever alone), a bi-encoder its starting (zero-shot) weights
-BASELINE = {"cross": ("retriever_accuracy", "first stage alone"), "bi": ("start_accuracy", "starting weights")}
+BASELINE = {"cross": [("retriever_accuracy", "first stage alone")],
+            "bi": [("zero_shot_accuracy", "zero-shot model"), ("start_accuracy", "starting weights")]}
 
 
 def stage_table(runs: Sequence[Run], split: str = "test") -> Table:
     """Per configuration (experiment x data) and domain: the run's own baseline (a cross-encoder's
-    first stage, a bi-encoder's starting weights), the final system, their difference (mean ± std
+    first stage; a bi-encoder's zero-shot model, or its starting weights when it started from random), the final system, their difference (mean ± std
     over seeds: the difference is paired, same contexts in every run) and, for cross-encoders, the
     reranker alone and the chosen fusion / WiSE-FT weights."""
     groups: dict[tuple, list] = {}
@@ -143,17 +144,18 @@ def stage_table(runs: Sequence[Run], split: str = "test") -> Table:
         m = ((f.last("test") if split == "test" else f.last("final_validation")) or {}).get("metrics", {})
         if "wise" not in m and isinstance(f.info.get("wise"), dict):     # runs that kept it in run.json only
             m = {**m, "wise": f.info["wise"].get("weight")}
-        if mode in BASELINE and BASELINE[mode][0] in m:
-            groups.setdefault((f.info.get("name", "").split(":")[0], f.flat.get("data.source"), mode), []).append(m)
+        found = [b for b in BASELINE.get(mode, []) if b[0] in m]
+        if found:
+            groups.setdefault((f.info.get("name", "").split(":")[0], f.flat.get("data.source"), found[0]),
+                              []).append(m)
     rows = []
-    for (exp, source, mode), ms in groups.items():
-        base = BASELINE[mode][0]
+    for (exp, source, (base, label)), ms in groups.items():
         doms = sorted({k.split("/", 1)[1] for m in ms for k in m if k.startswith(base + "/")})
         for d in doms + ["domain mean", "all"]:
             key = {"all": "{}", "domain mean": "domain_mean/{}"}.get(d, "{}/" + d)
             b, fin = [m.get(key.format(base)) for m in ms], [m.get(key.format("accuracy")) for m in ms]
             diff = [x - y for x, y in zip(fin, b) if x is not None and y is not None]
-            row = {"experiment": exp, "data": source.removeprefix("builtin:"), "baseline": BASELINE[mode][1],
+            row = {"experiment": exp, "data": source.removeprefix("builtin:"), "baseline": label,
                    "domain": d, "n": len(ms)}
             for col, vals in (("base", b), ("final", fin), ("delta", diff),
                               ("reranker", [m.get(key.format("reranker_accuracy")) for m in ms])):

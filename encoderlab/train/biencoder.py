@@ -259,11 +259,28 @@ def start_vs_tuned(s: BiSetup, start: dict) -> tuple[dict, list[dict]]:
     return at_start, curve
 
 
+def zero_shot_scores(cfg: C.ExperimentConfig, store_root) -> dict[str, dict]:
+    """The zero-shot baseline on the same contexts (the pretrained encoder, no markers, mean pooling,
+    cosine): a run's starting weights differ from it once markers or mention pooling are on."""
+    z = setup(C.replace(cfg, **{"ranking.mode": "zero-shot"}), store_root)
+    out = {split: evaluate(z, split) for split in ("validation", "test")}
+    del z
+    return out
+
+
+def _baseline_metrics(prefix: str, base: dict) -> dict:
+    return {f"{prefix}_accuracy": base["accuracy"], f"{prefix}_mrr": base["mrr"],
+            f"domain_mean/{prefix}_accuracy": base["domain_mean"]["accuracy"],
+            **{f"{prefix}_accuracy/{d}": p["accuracy"] for d, p in base["per_domain"].items()}}
+
+
 def _finish(s: BiSetup, run: Run, emit, state: dict, start: dict | None = None) -> Run:
     if state["best"] is not None:
         checkpoint.load_weights(run.dir / "checkpoints" / f"step-{state['best']['step']}", s.model)
-    at_start, curve, chosen = {}, [], {}
+    at_start, curve, chosen, zero = {}, [], {}, {}
     if start is not None:
+        if s.cfg.model.init == "pretrained":
+            zero = zero_shot_scores(s.cfg, run.store.root)
         at_start, curve = start_vs_tuned(s, start)
         if curve:
             w = max(curve, key=lambda c: (c["accuracy"], c["mrr"], c["wise"]))["wise"]
@@ -274,11 +291,10 @@ def _finish(s: BiSetup, run: Run, emit, state: dict, start: dict | None = None) 
         scores = evaluate(s, split)
         results[split] = scores
         extra = {"eval_seconds": time.perf_counter() - t0}
-        if split in at_start:      # fine-tuned vs starting weights, overall and per domain
-            base = at_start[split]
-            extra |= {"start_accuracy": base["accuracy"], "start_mrr": base["mrr"],
-                      "domain_mean/start_accuracy": base["domain_mean"]["accuracy"],
-                      **{f"start_accuracy/{d}": p["accuracy"] for d, p in base["per_domain"].items()}}
+        if split in at_start:      # fine-tuned vs starting weights and zero-shot, overall and per domain
+            extra |= _baseline_metrics("start", at_start[split])
+            if split in zero:
+                extra |= _baseline_metrics("zero_shot", zero[split])
             if "wise" in chosen:
                 extra["wise"] = chosen["wise"]["weight"]
         if split == "validation" and state["best"] is None:   # zero-shot: one evaluation, no training

@@ -135,9 +135,9 @@ BASELINE = {"cross": [("retriever_accuracy", "first stage alone")],
 
 def stage_table(runs: Sequence[Run], split: str = "test") -> Table:
     """Per configuration (experiment x data) and domain: the run's own baseline (a cross-encoder's
-    first stage; a bi-encoder's zero-shot model, or its starting weights when it started from random), the final system, their difference (mean ± std
-    over seeds: the difference is paired, same contexts in every run) and, for cross-encoders, the
-    reranker alone and the chosen fusion / WiSE-FT weights."""
+    first stage; a bi-encoder's zero-shot model, or its starting weights when it started from random),
+    the final system, their difference (mean ± std over seeds: the difference is paired, same contexts
+    in every run) and, for cross-encoders, the reranker alone and the chosen fusion / WiSE-FT weights."""
     groups: dict[tuple, list] = {}
     for f in read_facts(runs):
         mode = f.flat.get("ranking.mode")

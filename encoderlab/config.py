@@ -217,6 +217,9 @@ class RankingConfig:
     negatives: str = opt("sampled", "cross: the k_train - 1 negatives of a training context: sampled at random "
                          "from its candidates, or the retriever's highest-scored wrong ones (mined once, before "
                          "training, saved in the run as first_stage.npz)", ("sampled", "hardest"), late=True)
+    refresh_negatives: bool = opt(False, "cross with negatives = \"hardest\": from the second epoch on, "
+                                  "mine them again with the reranker being trained (its own hardest mistakes) "
+                                  "instead of the first stage's", late=True)
     rerank_alpha: float = opt(-1.0, "cross: final score = alpha * reranker + (1 - alpha) * retriever, each "
                               "standardised over the context's candidates; -1 = tuned on validation over 0, "
                               "0.05, .., 1 (so validation never falls below the retriever alone); 1 = reranker "

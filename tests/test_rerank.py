@@ -210,3 +210,28 @@ def test_pretrained_bi_run_scores_the_zero_shot_model_beside(files, store):
                for d in {json.loads(x)["domain"] for x in open(files["test"])})
     rows = AR.stage_table([bi]).rows
     assert rows[-1]["baseline"] == "zero-shot model" and rows[-1]["base_mean"] == pytest.approx(z["accuracy"])
+
+
+def test_refreshed_negatives_are_mined_by_the_reranker(files, store, monkeypatch):
+    """refresh_negatives: from epoch 2 the training view is scored by the model being trained, and
+    those scores pick the negatives."""
+    from encoderlab.train import crossencoder as CE
+    from encoderlab.train.ranking import run
+    seen = []
+    real = CE.sample_candidates
+
+    def spy(cands, gold, gold_seg, k, rng, first=None):
+        seen.append(None if first is None else np.asarray(first).copy())
+        return real(cands, gold, gold_seg, k, rng, first)
+    monkeypatch.setattr(CE, "sample_candidates", spy)
+    cfg = cfg_for(files, **{"ranking.mode": "cross", "ranking.negatives": "hardest",
+                            "ranking.refresh_negatives": True, "train.epochs": 2, "ranking.rerank_alpha": 1.0})
+    assert run(cfg, store, progress=False).status == "completed"
+    n = sum(1 for _ in open(files["train"]))
+    assert len(seen) == 2 * n
+    stage = np.load(next(store.root.glob("*/first_stage.npz")))
+    offsets = stage["train_offsets"]
+    first_epoch = np.concatenate([s for s in seen[:n]])
+    assert len(first_epoch) == offsets[-1]                       # epoch 1: the retriever's scores (permuted order)
+    assert sorted(first_epoch.round(5)) == sorted(stage["train_scores"].round(5))
+    assert sorted(np.concatenate(seen[n:]).round(5)) != sorted(stage["train_scores"].round(5))   # epoch 2: the reranker's

@@ -270,6 +270,10 @@ def fit_cross(cfg: C.ExperimentConfig, store: RunStore, progress: bool = True, c
             lengths = np.asarray([len(x) for x in train.ctx.ids])
             hardest = train.first if rc.negatives == "hardest" else None
             for epoch in range(tc.epochs):
+                if epoch and rc.negatives == "hardest" and rc.refresh_negatives:
+                    # mine again with the reranker as it is now: its own hardest mistakes next
+                    hardest, _ = score(model, tok, train, device, tc.precision, tc.eval_batch_size)
+                    model.train()
                 rng = np.random.default_rng(tc.seed * 100003 + epoch)
                 tr, pairs = Running(), []
                 # contexts of similar length together (train.bucket), batch order shuffled

@@ -234,4 +234,5 @@ def test_refreshed_negatives_are_mined_by_the_reranker(files, store, monkeypatch
     first_epoch = np.concatenate([s for s in seen[:n]])
     assert len(first_epoch) == offsets[-1]                       # epoch 1: the retriever's scores (permuted order)
     assert sorted(first_epoch.round(5)) == sorted(stage["train_scores"].round(5))
-    assert sorted(np.concatenate(seen[n:]).round(5)) != sorted(stage["train_scores"].round(5))   # epoch 2: the reranker's
+    # epoch 2: the reranker's own scores
+    assert sorted(np.concatenate(seen[n:]).round(5)) != sorted(stage["train_scores"].round(5))

@@ -142,8 +142,6 @@ def stage_table(runs: Sequence[Run], split: str = "test") -> Table:
     for f in read_facts(runs):
         mode = f.flat.get("ranking.mode")
         m = ((f.last("test") if split == "test" else f.last("final_validation")) or {}).get("metrics", {})
-        if "wise" not in m and isinstance(f.info.get("wise"), dict):     # runs that kept it in run.json only
-            m = {**m, "wise": f.info["wise"].get("weight")}
         found = [b for b in BASELINE.get(mode, []) if b[0] in m]
         if found:
             groups.setdefault((f.info.get("name", "").split(":")[0], f.flat.get("data.source"), found[0]),

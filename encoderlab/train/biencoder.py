@@ -239,24 +239,24 @@ def _loop(s: BiSetup, run: Run, emit, state: dict, progress: bool, ts: BD.Teache
                 break
 
 
-def start_vs_tuned(s: BiSetup, start: dict) -> tuple[dict, list[dict]]:
-    """The starting weights (zero-shot for a pretrained encoder) scored on validation and test beside
-    the fine-tuned ones, and with `ranking.wise` the WiSE-FT weight: (1 - w) * start + w * tuned with
-    the best validation accuracy (then MRR; ties to the larger w), the model left there. Returns
-    ({split: starting-weight scores}, the validation curve over w)."""
+def start_vs_tuned(s: BiSetup, start: dict) -> tuple[dict, dict | None]:
+    """The starting weights scored on validation and test beside the fine-tuned ones, and with
+    `ranking.wise` the WiSE-FT weight: (1 - w) * start + w * tuned with the best validation accuracy
+    (then MRR; ties to the larger w), the model left there. Returns ({split: starting-weight scores},
+    {"weight", "curve", "validation": its scores} or None without WiSE-FT)."""
     tuned = fusion.snapshot(s.model)
     fusion.interpolate(s.model, start, tuned, 0.0)
     at_start = {split: evaluate(s, split) for split in ("validation", "test")}
-    w_grid = [] if s.cfg.ranking.wise == 1.0 else \
-        [s.cfg.ranking.wise] if s.cfg.ranking.wise >= 0 else [round(w, 1) for w in np.linspace(0, 1, 11)]
-    curve = []
-    for w in w_grid:
-        fusion.interpolate(s.model, start, tuned, w)
+    grid = fusion.wise_grid(s.cfg.ranking.wise)
+    if not grid:
+        fusion.interpolate(s.model, start, tuned, 1.0)
+        return at_start, None
+
+    def at(w):
         v = at_start["validation"] if w == 0.0 else evaluate(s, "validation")
-        curve.append({"wise": w, "accuracy": v["accuracy"], "mrr": v["mrr"]})
-    best = max(curve, key=lambda c: (c["accuracy"], c["mrr"], c["wise"]))["wise"] if curve else 1.0
-    fusion.interpolate(s.model, start, tuned, best)
-    return at_start, curve
+        return {"accuracy": v["accuracy"], "mrr": v["mrr"]}, v
+    w, val, curve = fusion.wise_search(s.model, start, tuned, grid, at)
+    return at_start, {"weight": w, "curve": curve, "validation": val}
 
 
 def zero_shot_scores(cfg: C.ExperimentConfig, store_root) -> dict[str, dict]:
@@ -277,18 +277,18 @@ def _baseline_metrics(prefix: str, base: dict) -> dict:
 def _finish(s: BiSetup, run: Run, emit, state: dict, start: dict | None = None) -> Run:
     if state["best"] is not None:
         checkpoint.load_weights(run.dir / "checkpoints" / f"step-{state['best']['step']}", s.model)
-    at_start, curve, chosen, zero = {}, [], {}, {}
+    at_start, chosen, zero, known = {}, {}, {}, {}
     if start is not None:
         if s.cfg.model.init == "pretrained":
             zero = zero_shot_scores(s.cfg, run.store.root)
-        at_start, curve = start_vs_tuned(s, start)
-        if curve:
-            w = max(curve, key=lambda c: (c["accuracy"], c["mrr"], c["wise"]))["wise"]
-            chosen["wise"] = {"weight": w, "curve": curve}
+        at_start, wise = start_vs_tuned(s, start)
+        if wise is not None:      # the chosen weight's validation scores are already known
+            known["validation"] = wise.pop("validation")
+            chosen["wise"] = wise
     results = {}
     for split in ("validation", "test"):
         t0 = time.perf_counter()
-        scores = evaluate(s, split)
+        scores = known.get(split) or evaluate(s, split)
         results[split] = scores
         extra = {"eval_seconds": time.perf_counter() - t0}
         if split in at_start:      # fine-tuned vs starting weights and zero-shot, overall and per domain

@@ -325,19 +325,12 @@ def wise_select(model, tok, view: View, cfg, device, start: dict) -> tuple[float
     """WiSE-FT: the encoder weight w in (1 - w) * start + w * fine-tuned with the best validation
     accuracy (fusion alpha tuned per w when configured so); the model is left at that w. Returns
     (w, its validation evaluation, the curve)."""
-    tuned = fusion.snapshot(model.encoder)
-    grid = [cfg.ranking.wise] if cfg.ranking.wise >= 0 else [round(w, 1) for w in np.linspace(0, 1, 11)]
-    curve, best = [], None
-    for w in grid:
-        fusion.interpolate(model.encoder, start, tuned, w)
-        scores, extra, pairs, alphas = evaluate(model, tok, view, cfg, device)
-        curve.append({"wise": w, "rerank_alpha": extra["rerank_alpha"], "accuracy": scores["accuracy"],
-                      "mrr": scores["mrr"]})
-        key = (scores["accuracy"], scores["mrr"], w)     # ties go to the larger weight
-        if best is None or key > best[0]:
-            best = (key, (scores, extra, pairs, alphas))
-    fusion.interpolate(model.encoder, start, tuned, best[0][2])
-    return best[0][2], best[1], curve
+    def at(w):
+        ev = evaluate(model, tok, view, cfg, device)
+        scores, extra = ev[0], ev[1]
+        return {"rerank_alpha": extra["rerank_alpha"], "accuracy": scores["accuracy"], "mrr": scores["mrr"]}, ev
+    return fusion.wise_search(model.encoder, start, fusion.snapshot(model.encoder), fusion.wise_grid(cfg.ranking.wise),
+                              at)
 
 
 def _finish(run: Run, model, tok, views, cfg, device, emit, state, summary, known: dict, start) -> Run:

@@ -56,6 +56,28 @@ def tune_alpha(rerank: list[np.ndarray], first: list[np.ndarray], labels: np.nda
     return best["alpha"], curve
 
 
+def wise_grid(wise: float) -> list[float]:
+    """The WiSE-FT weights `ranking.wise` asks to try: none for 1 (the fine-tuned weights alone), the
+    configured one, or 0, 0.1, .., 1 when tuned on validation (-1)."""
+    if wise == 1.0:
+        return []
+    return [wise] if wise >= 0 else [round(w, 1) for w in np.linspace(0, 1, 11)]
+
+
+def wise_search(module: torch.nn.Module, start: dict, tuned: dict, grid: list[float], evaluate):
+    """For each weight w of `grid` load (1 - w) * start + w * tuned and call evaluate(w) -> (record
+    with "accuracy" and "mrr", payload). The module is left at the best w (validation accuracy, then
+    MRR; ties go to the larger w, the fine-tuned side). Returns (best w, its payload, the curve:
+    [{"wise": w, **record}])."""
+    tried = []
+    for w in grid:
+        interpolate(module, start, tuned, w)
+        tried.append((w, *evaluate(w)))
+    w, _, payload = max(tried, key=lambda t: (t[1]["accuracy"], t[1]["mrr"], t[0]))
+    interpolate(module, start, tuned, w)
+    return w, payload, [{"wise": t[0], **t[1]} for t in tried]
+
+
 def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A detached CPU copy of the floating-point weights (the WiSE-FT starting point)."""
     return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items() if v.is_floating_point()}

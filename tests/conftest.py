@@ -116,3 +116,18 @@ def tiny_teacher(two_class_csv, tmp_path_factory):
     run = fit(tiny_config(two_class_csv, name="teacher"), store, progress=False)
     yield store, run
     store.close()
+
+
+def write_jsonl(path, rows) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def senses_files(tmp_path_factory):
+    """Real ranking contexts: 24 train / 12 validation / 12 test of wordnet-senses, and a small
+    dictionary of their domains (files, by split name and "dictionary")."""
+    folder = tmp_path_factory.mktemp("senses")
+    rows = {s: real_rows("wordnet-senses", s, n=n) for s, n in (("train", 24), ("validation", 12), ("test", 12))}
+    return {s: write_jsonl(folder / f"{s}.jsonl", r) for s, r in rows.items()} | {
+        "dictionary": small_dictionary(folder / "dictionary.csv", [r for rs in rows.values() for r in rs], 50)}

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import TINY_MODEL, real_rows, small_dictionary
+from conftest import TINY_MODEL, write_jsonl
 from encoderlab import config as C
 from encoderlab import metrics as M
 from encoderlab.data import builtin
@@ -22,20 +22,6 @@ from encoderlab.errors import DataError
 from encoderlab.models import classifier
 from encoderlab.models import ranking as RM
 from encoderlab.retrieval import VectorIndex
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def senses_files(tmp_path_factory):
-    """Real contexts: 24 train / 12 validation / 12 test, and the dictionary of their domains."""
-    folder = tmp_path_factory.mktemp("senses")
-    rows = {s: real_rows("wordnet-senses", s, n=n) for s, n in (("train", 24), ("validation", 12), ("test", 12))}
-    return {s: write_jsonl(folder / f"{s}.jsonl", r) for s, r in rows.items()} | {
-        "dictionary": small_dictionary(folder / "dictionary.csv", [r for rs in rows.values() for r in rs], 50)}
 
 
 def cfg_for(files, **over) -> C.ExperimentConfig:

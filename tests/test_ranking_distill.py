@@ -12,38 +12,19 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_MODEL, real_rows, small_dictionary
+from conftest import real_rows
 from encoderlab import config as C
 from encoderlab.encode import budget as B
 from encoderlab.encode.text import train_batches
 from encoderlab.errors import ConfigError
 from encoderlab.models import classifier
+from test_ranking import cfg_for as ranking_cfg
 from encoderlab.train import bidistill as BD
 from encoderlab.train import biencoder as BE
 
 
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    """Real contexts: 24 train / 12 validation / 12 test, and a small dictionary of their domains."""
-    folder = tmp_path_factory.mktemp("senses")
-    rows = {s: real_rows("wordnet-senses", s, n=n) for s, n in (("train", 24), ("validation", 12), ("test", 12))}
-    return {s: write_jsonl(folder / f"{s}.jsonl", r) for s, r in rows.items()} | {
-        "dictionary": small_dictionary(folder / "dictionary.csv", [r for rs in rows.values() for r in rs], 50)}
-
-
 def cfg_for(files, **over) -> C.ExperimentConfig:
-    raw = {"name": "distill", "data": {"source": files["train"], "validation": files["validation"],
-                                       "test": files["test"]},
-           "model": {**TINY_MODEL}, "train": {"epochs": 1, "batch_size": 4, "eval_batch_size": 32, "lr": 1e-3,
-                                                "precision": "fp32", "threads": 1},
-           "ranking": {"context_tokens": 24, "candidate_tokens": 24, "k_train": 3}}
-    cfg = C.from_dict(C.ExperimentConfig, raw)
-    return C.replace(cfg, **over) if over else cfg
+    return ranking_cfg(files, **{"name": "distill", "train.threads": 1, **over})
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +36,10 @@ def shared_store(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def teacher(files, shared_store):
+def teacher(senses_files, shared_store):
     """A tiny cross-encoder trained one epoch on the explicit lists: the teacher of every test here."""
     from encoderlab.train.ranking import run
-    r = run(cfg_for(files, **{"ranking.mode": "cross"}), shared_store, progress=False)
+    r = run(cfg_for(senses_files, **{"ranking.mode": "cross"}), shared_store, progress=False)
     assert r.status == "completed"
     return r
 
@@ -104,44 +85,45 @@ def test_distill_losses_have_gradients_on_the_student_only():
 
 # --- the teacher -------------------------------------------------------------------------------
 
-def test_bad_teacher_is_a_config_error(files, shared_store, teacher):
+def test_bad_teacher_is_a_config_error(senses_files, shared_store, teacher):
     from encoderlab.train.ranking import run
-    first = run(cfg_for(files, **{"ranking.mode": "first"}), shared_store, progress=False)
+    first = run(cfg_for(senses_files, **{"ranking.mode": "first"}), shared_store, progress=False)
     before = len(shared_store.list())
     for ref, msg in (("run:no-such-run", "no run"), ("nope", "run:ID"), (f"run:{first.id}", "not a cross-encoder")):
         with pytest.raises(ConfigError, match=msg) as e:
-            run(cfg_for(files, **{"ranking.mode": "bi", "ranking.teacher": ref}), shared_store, progress=False)
+            run(cfg_for(senses_files, **{"ranking.mode": "bi", "ranking.teacher": ref}), shared_store, progress=False)
         assert "ranking.teacher" in str(e.value)
     assert len(shared_store.list()) == before                # refused before a run was created
     with pytest.raises(ConfigError, match="shared = false"):
-        run(cfg_for(files, **{"ranking.mode": "bi", "ranking.freeze_candidates": True}), shared_store,
+        run(cfg_for(senses_files, **{"ranking.mode": "bi", "ranking.freeze_candidates": True}), shared_store,
             progress=False)
     with pytest.raises(ConfigError, match="ranking.distill_weight"):
-        cfg_for(files, **{"ranking.distill_weight": 1.5})
+        cfg_for(senses_files, **{"ranking.distill_weight": 1.5})
     with pytest.raises(ConfigError, match="ranking.distill_temperature"):
         C.from_dict(C.ExperimentConfig, {"ranking": {"distill_temperature": 0}})
 
 
-def test_unfinished_teacher_is_refused(files, tmp_path):
+def test_unfinished_teacher_is_refused(senses_files, tmp_path):
     from encoderlab.store.runs import RunStore
     from encoderlab.train.ranking import run
     store = RunStore(tmp_path / "runs")
-    cross = run(cfg_for(files, **{"ranking.mode": "cross", "train.max_steps": 1}), store, progress=False)
+    cross = run(cfg_for(senses_files, **{"ranking.mode": "cross", "train.max_steps": 1}), store, progress=False)
     store.get(cross.id).update(status="interrupted")
     with pytest.raises(ConfigError, match="interrupted, not completed"):
-        run(cfg_for(files, **{"ranking.mode": "bi", "ranking.teacher": f"run:{cross.id}"}), store, progress=False)
+        run(cfg_for(senses_files, **{"ranking.mode": "bi", "ranking.teacher": f"run:{cross.id}"}), store,
+            progress=False)
     store.close()
 
 
-def test_distill_run_end_to_end_and_its_cache(files, shared_store, teacher, monkeypatch):
+def test_distill_run_end_to_end_and_its_cache(senses_files, shared_store, teacher, monkeypatch):
     from encoderlab.train.ranking import run
     from encoderlab.train.retriever import setup
-    cfg = cfg_for(files, **{"ranking.mode": "bi", "ranking.teacher": f"run:{teacher.id}",
+    cfg = cfg_for(senses_files, **{"ranking.mode": "bi", "ranking.teacher": f"run:{teacher.id}",
                             "ranking.distill_weight": 0.7})
     r = run(cfg, shared_store, progress=False)
     assert r.status == "completed"
     info = r.info["data"]["teacher"]
-    n_pairs = sum(len(json.loads(x)["candidates"]) for x in open(files["train"]))
+    n_pairs = sum(len(json.loads(x)["candidates"]) for x in open(senses_files["train"]))
     assert info["run"] == teacher.id and info["scored_pairs"] == n_pairs and info["cache_bytes"] > 0
     train = [e for e in r.events() if e["split"] == "train"][-1]["metrics"]
     assert train["distill_loss"] > 0 and train["loss"] == pytest.approx(
@@ -156,7 +138,8 @@ def test_distill_run_end_to_end_and_its_cache(files, shared_store, teacher, monk
     batch = B.pair_batch(tok, [ctx.ids[5]], [[cand.ids[c] for c in cands]])
     with torch.inference_mode():
         direct = model(**batch)["logits"][0, :len(cands)].numpy()
-    assert np.allclose(direct, scores, atol=1e-4) and gold == json.loads(open(files["train"]).readlines()[5])["label"]
+    assert np.allclose(direct, scores, atol=1e-4)
+    assert gold == json.loads(open(senses_files["train"]).readlines()[5])["label"]
     # scored once: a second call in the same folder reads the cache and never loads the teacher
     monkeypatch.setattr(BD, "load_teacher", lambda *a: pytest.fail("the teacher was loaded again"))
     again = BD.teacher_scores(s, r.dir, shared_store)
@@ -174,10 +157,10 @@ def test_distill_run_end_to_end_and_its_cache(files, shared_store, teacher, monk
     assert BD.read_cache(r.dir / BD.CACHE, "run:other", 24) is None
 
 
-def test_margin_mse_in_dictionary_mode_scores_gold_and_retrieved(files, shared_store, teacher):
+def test_margin_mse_in_dictionary_mode_scores_gold_and_retrieved(senses_files, shared_store, teacher):
     from encoderlab.train.ranking import run
-    cfg = cfg_for(files, **{"ranking.mode": "bi", "ranking.teacher": f"run:{teacher.id}",
-                            "ranking.distill_loss": "margin-mse", "ranking.dictionary": files["dictionary"],
+    cfg = cfg_for(senses_files, **{"ranking.mode": "bi", "ranking.teacher": f"run:{teacher.id}",
+                            "ranking.distill_loss": "margin-mse", "ranking.dictionary": senses_files["dictionary"],
                             "ranking.top_k": 4, "ranking.k_train": 4})
     r = run(cfg, shared_store, progress=False)
     assert r.status == "completed" and r.info["data"]["candidates"] == "dictionary"
@@ -205,14 +188,14 @@ def test_bucketed_batches_pad_less_than_random_ones_on_real_rows():
     assert BE.padding_waste(np.array([1, 3]), [np.array([0, 1])]) == pytest.approx(1 - 8 / 10)
 
 
-def test_frozen_candidate_encoder_is_encoded_once_and_not_trained(files, store, monkeypatch):
+def test_frozen_candidate_encoder_is_encoded_once_and_not_trained(senses_files, store, monkeypatch):
     from encoderlab.models import ranking as RM
     from encoderlab.train import retriever
     from encoderlab.train.ranking import run
     calls = []
     real = BE.embed
     monkeypatch.setattr(BE, "embed", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
-    cfg = cfg_for(files, **{"ranking.mode": "bi", "ranking.shared": False, "ranking.freeze_candidates": True,
+    cfg = cfg_for(senses_files, **{"ranking.mode": "bi", "ranking.shared": False, "ranking.freeze_candidates": True,
                             "train.epochs": 2, "train.lr": 1e-2})
     r = run(cfg, store, progress=False)
     assert r.status == "completed" and calls == ["cand"]           # once for both epochs

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import real_rows
+from conftest import real_rows, write_jsonl
 from encoderlab.errors import ConfigError
 from encoderlab.train import fusion
-from test_ranking import cfg_for, write_jsonl
+from test_ranking import cfg_for
 
 
 @pytest.fixture(scope="module")

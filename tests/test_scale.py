@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY_MODEL_TOML, two_class_data_toml
-from test_ranking import _rank_sweep_file, senses_files  # noqa: F401  (a fixture)
+from test_ranking import _rank_sweep_file
 from encoderlab.cli import main
 from encoderlab.store.runs import RunStore
 
@@ -93,7 +93,7 @@ def test_ray_failed_task_is_a_failed_run_and_the_sweep_goes_on(ray_local, two_cl
     assert "submitting 3 of 6 runs" in capsys.readouterr().out
 
 
-def test_ranking_sweep_on_ray(ray_local, senses_files, tmp_path, capsys):  # noqa: F811
+def test_ranking_sweep_on_ray(ray_local, senses_files, tmp_path, capsys):
     """`rank FILE --backend ray`: ranking points are Ray tasks running the ranking recipe."""
     exp = _rank_sweep_file(senses_files, tmp_path, '"ranking.mode" = ["first", "random"]\nseeds = [0, 1]')
     store = str(tmp_path / "runs")

@@ -45,10 +45,10 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          "single / pair / sequence task", "", "encoderlab run FILE"),
     # data.task "multilabel" / "regression": the same fit recipe with the task's head, loss and metrics
     # (encoderlab.tasks); thresholds / the target scale travel with the model
-    Kind("multilabel", "encoderlab.train.fit:fit", True, "encoderlab.cli.tasks:show",
+    Kind("multilabel", "encoderlab.train.fit:fit", True, "encoderlab.cli.runs:show_task",
          CLASSIFIER_VERBS | {"resume"}, "classification",
          "multi-label task", "", "encoderlab run FILE"),
-    Kind("regression", "encoderlab.train.fit:fit", True, "encoderlab.cli.tasks:show",
+    Kind("regression", "encoderlab.train.fit:fit", True, "encoderlab.cli.runs:show_task",
          CLASSIFIER_VERBS | {"resume"}, "classification",
          "regression task", "", "encoderlab run FILE"),
     # `export --format sentence-transformers` (encoderlab.cost.stexport) is the one model verb it takes

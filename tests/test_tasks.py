@@ -254,6 +254,9 @@ def test_show_eval_checkpoints_and_report(task_runs, tmp_path, capsys):
         main(["--store", root, "show", run.id])
         out = capsys.readouterr().out
         assert all(w in out for w in words), out
+        main(["--store", root, "show", run.id, "--per-class"])
+        out = capsys.readouterr().out
+        assert ("test, per label" in out and "predicted" in out) == (name == "ml"), out
         main(["--store", root, "eval", run.id, "--checkpoints", "all", "--format", "json"])
         ev = json.loads(capsys.readouterr().out)
         assert len(ev) == 2 and T.DEFAULT_METRIC[name == "ml" and "multilabel" or "regression"] in ev[0]

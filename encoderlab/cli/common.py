@@ -311,3 +311,33 @@ def show_header(run, args) -> None:
     else:
         for k, v in C.diff(run.config(), C.ExperimentConfig()).items():
             console.print(f"{k} = {json.dumps(v)}", markup=False)
+
+
+SCORE_COLUMNS = [("label", "label"), ("precision", "precision"), ("recall", "recall"), ("f1", "F1"),
+                 ("support", "support")]
+
+
+def show_trained(run, args, summary, per_label: str = "", extra: tuple = ()) -> None:
+    """`show` of a trained run of a supervised kind: header, data, history and final scores
+    (`summary`, the printer the end of a run uses), diagnostics, and with --per-class the test scores
+    of each label (`per_label`: the key of the test scores holding them, "" = none)."""
+    if args.format == "json":
+        summary(run, "json")
+        return
+    show_header(run, args)
+    data = run.info.get("data")
+    if data and "mean_tokens" in data:     # a distilled run's summary holds sizes and baselines only
+        console.rule("data")
+        print_data(data)
+    console.rule("history")
+    summary(run, args.format)
+    from encoderlab.analysis import diagnose
+    console.rule("diagnostics")
+    print_findings(diagnose.load_or_compute(run), show_info=True)
+    if per_label and getattr(args, "per_class", False):
+        from encoderlab.analysis.tables import final_scores
+        test = final_scores(run).get("test")
+        if test and test.get(per_label):
+            rows = [{"label": k, **v} for k, v in test[per_label].items()]
+            print_rows(rows, SCORE_COLUMNS + list(extra), args.format,
+                       title="test, per label" if per_label == "per_label" else "test, per class")

@@ -3,8 +3,8 @@ file with a run or an ensemble) and `eval` (re-score stored checkpoints)."""
 
 from __future__ import annotations
 
-from encoderlab.cli.common import (add_verb, console, err, format_flag, open_store, print_data, print_findings,
-                                   print_rows, print_run_summary, show_header)
+from encoderlab.cli.common import (add_verb, console, err, format_flag, open_store, print_rows, print_run_summary,
+                                   print_task_summary, show_trained)
 
 
 def cmd_runs(args):
@@ -23,26 +23,15 @@ def cmd_show(args):
 
 def show_classification(run, args):
     """`show` of a classification (or derived) run: data, per-epoch history, diagnostics."""
-    if args.format == "json":
-        print_run_summary(run, "json")
-        return
-    show_header(run, args)
-    data = run.info.get("data")
-    if data and "mean_tokens" in data:     # a distilled run's summary holds sizes and baselines only
-        console.rule("data")
-        print_data(data)
-    console.rule("history")
-    print_run_summary(run, args.format)
-    from encoderlab.analysis import diagnose
-    console.rule("diagnostics")
-    print_findings(diagnose.load_or_compute(run), show_info=True)
-    if args.per_class:
-        from encoderlab.analysis.tables import final_scores
-        test = final_scores(run).get("test")
-        if test:
-            rows = [{"label": k, **v} for k, v in test["per_class"].items()]
-            print_rows(rows, [("label", "label"), ("precision", "precision"), ("recall", "recall"),
-                              ("f1", "F1"), ("support", "support")], args.format, title="test, per class")
+    show_trained(run, args, print_run_summary, per_label="per_class")
+
+
+def show_task(run, args) -> None:
+    """`show` of a multilabel or regression run: data, history and final scores
+    (`common.print_task_summary`, shared with the after-run summary), diagnostics, per-label scores."""
+    multilabel = run.info.get("task") == "multilabel"
+    show_trained(run, args, print_task_summary, per_label="per_label" if multilabel else "",
+                 extra=(("predicted", "predicted"),))
 
 
 def predict_runs(args, store, refs: list[str]) -> list:

@@ -28,8 +28,8 @@ from encoderlab.train import bidistill as BD
 from encoderlab.train import checkpoint
 from encoderlab.train import fusion
 from encoderlab.train.loop import ProgressBar, autocast, emitter, sigterm_as_interrupt
-from encoderlab.train.optim import make_optimizer, make_scheduler
-from encoderlab.train.ranking_common import SPLITS, Running, flat_metrics, optimizer_step
+from encoderlab.train.optim import apply_step, make_optimizer, make_scheduler
+from encoderlab.train.ranking_common import SPLITS, Running, flat_metrics
 from encoderlab.train.retriever import BiSetup, embed, evaluate, setup
 
 
@@ -223,7 +223,8 @@ def _loop(s: BiSetup, run: Run, emit, state: dict, progress: bool, ts: BD.Teache
                 b = _train_step_batch(s, idx, rng, ts)
                 with autocast(s.device, tc.precision):
                     out = _forward(s, b, frozen)
-                optimizer_step(s.model, opt, sched, out["loss"], tc.max_grad_norm)
+                out["loss"].backward()
+                apply_step(s.model, opt, sched, tc.max_grad_norm)
                 state["step"] += 1
                 parts["ce_loss"] += out["ce"].item() * len(idx)
                 if "distill" in out:

@@ -35,8 +35,8 @@ from encoderlab.store.runs import Run, RunStore, now
 from encoderlab.train import checkpoint
 from encoderlab.train import fusion
 from encoderlab.train.loop import ProgressBar, autocast, emitter, pick_device, sigterm_as_interrupt
-from encoderlab.train.optim import make_optimizer, make_scheduler
-from encoderlab.train.ranking_common import (SPLITS, Running, dictionary_tokens, flat_metrics, ks, optimizer_step,
+from encoderlab.train.optim import apply_step, make_optimizer, make_scheduler
+from encoderlab.train.ranking_common import (SPLITS, Running, dictionary_tokens, flat_metrics, ks,
                                              stats_for, tokenize_split)
 
 
@@ -292,7 +292,8 @@ def fit_cross(cfg: C.ExperimentConfig, store: RunStore, progress: bool = True, c
                     y = torch.tensor(labels)
                     with autocast(device, tc.precision):
                         out = model(**{k: v.to(device) for k, v in batch.items()}, labels=y.to(device))
-                    optimizer_step(model, opt, sched, out["loss"], tc.max_grad_norm)
+                    out["loss"].backward()
+                    apply_step(model, opt, sched, tc.max_grad_norm)
                     state["step"] += 1
                     bar.advance(epoch, tr.add(out, y))
                     if tc.max_steps and state["step"] >= tc.max_steps:

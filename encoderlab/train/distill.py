@@ -38,7 +38,7 @@ from encoderlab.store.runs import Run, RunStore, now
 from encoderlab.train import checkpoint
 from encoderlab.train.loop import (ProgressBar, autocast, emitter, evaluate, pick_device, predict_logits,
                                    sigterm_as_interrupt, write_predictions)
-from encoderlab.train.optim import make_optimizer, make_scheduler
+from encoderlab.train.optim import apply_step, make_optimizer, make_scheduler
 
 
 def layer_map(cc: C.CompressConfig, student_layers: int, teacher_layers: int) -> list[int]:
@@ -228,11 +228,7 @@ def distill(cfg: C.ExperimentConfig, store: RunStore, *, progress: bool = True, 
                     raise StoreError(f"distillation loss became {loss.item()} at step {state['step'] + 1}; "
                                      "lower train.lr")
                 loss.backward()
-                if tc.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(student.parameters(), tc.max_grad_norm)
-                opt.step()
-                sched.step()
-                opt.zero_grad(set_to_none=True)
+                apply_step(student, opt, sched, tc.max_grad_norm)
                 state["step"] += 1
                 seen += len(idx)
                 sums["loss"] += loss.item() * len(idx)

@@ -24,7 +24,7 @@ from encoderlab.train import checkpoint, distributed, tracking
 from encoderlab.train.classify import Setup, data_summary, setup
 from encoderlab.train.loop import (Callback, Clock, Diverged, ProgressBar, StepTimer, autocast, emitter, evaluate,
                                    graceful_stop, reopen, write_predictions)
-from encoderlab.train.optim import make_optimizer, make_scheduler
+from encoderlab.train.optim import apply_step, make_optimizer, make_scheduler
 
 
 class _Stop(Exception):
@@ -146,12 +146,7 @@ def fit(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = None,
                                 tr["seen"] += n
                                 tr["tokens"] += int(train.lengths[idx].sum())
                         fault("step")
-                        if tc.max_grad_norm:
-                            norm = float(torch.nn.utils.clip_grad_norm_(s.model.parameters(), tc.max_grad_norm))
-                            tr["grad_norm_max"] = max(tr.get("grad_norm_max", 0.0), norm)
-                        opt.step()
-                        sched.step()
-                        opt.zero_grad(set_to_none=True)
+                        apply_step(s.model, opt, sched, tc.max_grad_norm, tr)
                         state["step"] += 1
                         state["batch"] = b + len(group)
                         # ~20 points of the running train loss per epoch: lets diagnostics see a loss

@@ -46,7 +46,7 @@ from encoderlab.errors import ConfigError
 from encoderlab.store import atomic
 from encoderlab.train.classify import setup
 from encoderlab.train.loop import autocast
-from encoderlab.train.optim import make_optimizer
+from encoderlab.train.optim import apply_step, make_optimizer
 
 #: the rule whose LR becomes `LRFindResult.suggested` (the other is still reported)
 DEFAULT_RULE = "min/10"
@@ -220,10 +220,7 @@ def lr_find(cfg: C.ExperimentConfig, *, start: float = 1e-7, end: float = 1.0, s
                         out = model(**batch)
                     (out["loss"] * (len(idx) / n_ex)).backward()
                     loss += out["loss"].item() * len(idx) / n_ex
-                if tc.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
+                apply_step(model, opt, None, tc.max_grad_norm)
 
                 avg = smooth * avg + (1 - smooth) * loss
                 sm = avg / (1 - smooth ** (i + 1))

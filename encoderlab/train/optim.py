@@ -66,3 +66,16 @@ def make_scheduler(opt, cfg: TrainConfig, total_steps: int):
     warmup = cfg.warmup_steps or int(cfg.warmup_ratio * total_steps)
     return torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(s, total_steps, warmup, cfg.schedule))
+
+
+def apply_step(model: torch.nn.Module, opt, sched, max_grad_norm: float, tr: dict | None = None) -> None:
+    """One optimizer step on the accumulated gradients: clip (the largest pre-clip norm kept in
+    `tr["grad_norm_max"]` for the diagnostics), step, advance the schedule (None: no schedule), clear."""
+    if max_grad_norm:
+        norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm))
+        if tr is not None:
+            tr["grad_norm_max"] = max(tr.get("grad_norm_max", 0.0), norm)
+    opt.step()
+    if sched is not None:
+        sched.step()
+    opt.zero_grad(set_to_none=True)

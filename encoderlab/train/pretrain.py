@@ -36,7 +36,7 @@ from encoderlab.train import checkpoint
 from encoderlab.faults import fault
 from encoderlab.train.loop import (Callback, Diverged, ProgressBar, StepTimer, autocast, emitter, graceful_stop,
                                    pick_device, reopen)
-from encoderlab.train.optim import make_optimizer, make_scheduler
+from encoderlab.train.optim import apply_step, make_optimizer, make_scheduler
 
 FAMILIES = ("bert", "albert")   # model types with an MLM head and a sentence-pair head
 # -- warning thresholds --------------------------------------------------------------------------
@@ -347,12 +347,7 @@ def pretrain(cfg: C.ExperimentConfig, store: RunStore, *, resume: Run | None = N
                         tr["pair_correct"] += int((out["pair_logits"].argmax(1) == out["pair_targets"]).sum())
                     tr["tokens"] += int(batch["attention_mask"].sum())
                 fault("step")
-                if tc.max_grad_norm:
-                    norm = float(torch.nn.utils.clip_grad_norm_(s.model.parameters(), tc.max_grad_norm))
-                    tr["grad_norm_max"] = max(tr.get("grad_norm_max", 0.0), norm)
-                opt.step()
-                sched.step()
-                opt.zero_grad(set_to_none=True)
+                apply_step(s.model, opt, sched, tc.max_grad_norm, tr)
                 state["step"] += 1
                 state["batch"] = b + len(group)
                 running = tr["mlm_loss"] / max(tr["masked"], 1)

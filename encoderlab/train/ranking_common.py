@@ -56,16 +56,6 @@ def flat_metrics(scores: dict, extra: dict | None = None) -> dict:
     return {**out, **(extra or {})}
 
 
-def optimizer_step(model, opt, sched, loss: torch.Tensor, max_grad_norm: float) -> None:
-    """backward -> clip -> AdamW step -> schedule step -> clear gradients."""
-    loss.backward()
-    if max_grad_norm:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-    opt.step()
-    sched.step()
-    opt.zero_grad(set_to_none=True)
-
-
 @dataclass
 class Running:
     """Running training loss and top-1 accuracy over the contexts of one epoch."""

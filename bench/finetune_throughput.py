@@ -292,25 +292,11 @@ def child_main(variant: str, spec: dict, out_path: str) -> None:
 # parent side
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cpu_flags() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                fl = set(line.split(":", 1)[1].split())
-                return ",".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in fl)
-    except OSError:
-        pass
-    return ""
+def kernel_flags() -> str:
+    """The CPU flags that decide the fast precision, as a comma list."""
+    from encoderlab import machine
+    fl = machine.cpu_flags()
+    return ",".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in fl)
 
 
 def _machine_busy() -> int:
@@ -514,8 +500,9 @@ def main(argv=None) -> int:
     command = "python bench/finetune_throughput.py" + "".join(f" {a}" for a in (sys.argv[1:] if argv is None else argv))
     when = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     peak = probe[best.name]
-    header = (f"date {when} | CPU {cpu_name()} ({os.cpu_count()} logical, {cpu_flags()}) | torch capability "
-              f"{machine.capability()}{' (emulated: ' + args.cpu_kind + ')' if args.cpu_kind != 'native' else ''} | "
+    emulated = f" (emulated: {args.cpu_kind})" if args.cpu_kind != "native" else ""
+    header = (f"date {when} | CPU {machine.cpu_model()} ({os.cpu_count()} logical, {kernel_flags()}) | "
+              f"torch capability {machine.capability()}{emulated} | "
               f"matmul fp32 {probe['fp32']:.1f} / bf16 {probe['bf16']:.1f} GFLOP/s -> best precision {best.name} | "
               f"torch threads {args.threads} | python {platform.python_version()}")
     spec["flop_per_token"] = 6 * _body_parameters(args.model)
@@ -554,7 +541,7 @@ def main(argv=None) -> int:
     for line in rat:
         print(line)
     if args.json:
-        Path(args.json).write_text(json.dumps({"command": command, "date": when, "cpu": cpu_name(),
+        Path(args.json).write_text(json.dumps({"command": command, "date": when, "cpu": machine.cpu_model(),
                                                "versions": versions, "settings": spec,
                                                "results": results}, indent=2))
     md = args.results_md

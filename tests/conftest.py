@@ -12,6 +12,7 @@ os.environ.setdefault("ENCODERLAB_CACHE", os.path.join(os.environ.get("TMPDIR", 
 
 import gzip  # noqa: E402
 import json  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -41,6 +42,27 @@ def two_class_data_toml(folder, validation: bool = True) -> str:
         lines.append(f'validation = "{folder / "validation.csv"}"')
     lines += [f'test = "{folder / "test.csv"}"', 'text = "gloss"', 'label = "category"']
     return "\n".join(lines)
+
+
+TINY_TRAIN = {"epochs": 1, "batch_size": 16, "lr": 3e-3, "precision": "fp32", "threads": 1}
+
+
+def tiny_experiment(path, name: str, data: str, *, encode: dict | None = None, train: dict | None = None,
+                    model: str = "", sweep: str = "", top: str = "") -> str:
+    """Write an experiment file of the tiny model and return its path: `data` is the [data] body
+    (`two_class_data_toml(...)` and any extra lines), `encode` the [encode] keys, `train` keys over
+    TINY_TRAIN, `model` extra [model] lines, `sweep` the [sweep] body ("" = no sweep), `top` extra
+    top-level lines (group = ...)."""
+    def keys(d: dict) -> str:
+        return "\n".join(f"{k} = {json.dumps(v)}" for k, v in d.items())
+    parts = [f"name = {json.dumps(name)}", top, "[data]", data]
+    if encode:
+        parts += ["[encode]", keys(encode)]
+    parts += ["[model]", TINY_MODEL_TOML, model, "[train]", keys({**TINY_TRAIN, **(train or {})})]
+    if sweep:
+        parts += ["[sweep]", sweep]
+    Path(path).write_text("\n".join(p for p in parts if p) + "\n")
+    return str(path)
 
 
 @pytest.fixture

@@ -7,26 +7,15 @@ import json
 import pandas as pd
 import pytest
 
-from conftest import TINY_MODEL_TOML, two_class_data_toml
+from conftest import tiny_experiment, two_class_data_toml
 from encoderlab.cli import build_parser, main
 
 
 @pytest.fixture
 def exp_file(two_class_csv, tmp_path):
     path = tmp_path / "exp.toml"
-    path.write_text(f"""name = "cli-e2e"
-[data]
-{two_class_data_toml(two_class_csv)}
-[encode]
-max_length = 48
-[model]
-{TINY_MODEL_TOML}
-[train]
-epochs = 2
-batch_size = 16
-lr = 3e-3
-precision = "fp32"
-""")
+    tiny_experiment(path, "cli-e2e", two_class_data_toml(two_class_csv), encode={"max_length": 48},
+                    train={"epochs": 2})
     return path
 
 

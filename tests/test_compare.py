@@ -14,7 +14,7 @@ import pytest
 import torch
 from scipy import stats
 
-from conftest import TINY_MODEL_TOML, tiny_config, two_class_data_toml
+from conftest import tiny_experiment, tiny_config, two_class_data_toml
 from test_stats import brute_force_p
 from encoderlab import sweep as S
 from encoderlab.analysis import compare as X
@@ -31,27 +31,9 @@ from encoderlab.store.runs import RunStore
 @pytest.fixture(scope="module")
 def sweep_store(two_class_csv, tmp_path_factory):
     folder = tmp_path_factory.mktemp("compare")
-    path = folder / "exp.toml"
-    path.write_text(f"""name = "cmp"
-[data]
-{two_class_data_toml(two_class_csv)}
-max_train = 160
-[model]
-{TINY_MODEL_TOML}
-[encode]
-max_length = 48
-[train]
-epochs = 1
-batch_size = 16
-lr = 3e-3
-precision = "fp32"
-threads = 1
-eval_every_steps = 5
-keep_final_checkpoints = true
-[sweep]
-"train.lr" = [3e-3, 3e-4]
-seeds = [0, 1, 2]
-""")
+    path = tiny_experiment(folder / "exp.toml", "cmp", two_class_data_toml(two_class_csv) + "\nmax_train = 160",
+                           encode={"max_length": 48}, train={"eval_every_steps": 5, "keep_final_checkpoints": True},
+                           sweep='"train.lr" = [3e-3, 3e-4]\nseeds = [0, 1, 2]')
     store = RunStore(folder / "runs")
     points = S.expand(path)
     assert len(points) == 6

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from conftest import TINY_MODEL_TOML, two_class_data_toml
+from conftest import tiny_experiment, two_class_data_toml
 from encoderlab.store.runs import RunStore
 from encoderlab.train.distributed import World
 from encoderlab.train.fit import fit
@@ -29,25 +29,10 @@ def test_slices_of_a_global_batch_cover_it_once_and_no_rank_is_left_empty():
 
 
 def test_two_processes_match_one(two_class_csv, tmp_path):
-    exp = tmp_path / "exp.toml"
-    exp.write_text(f"""name = "ddp"
-[data]
-{two_class_data_toml(two_class_csv)}
-max_train = 150
-max_eval = 60
-[encode]
-max_length = 32
-[model]
-{TINY_MODEL_TOML}
-dropout = 0.0
-head = {{ dropout = 0.0 }}
-[train]
-epochs = 2
-batch_size = 16
-lr = 3e-3
-precision = "fp32"
-threads = 1
-""")
+    exp = tiny_experiment(tmp_path / "exp.toml", "ddp",
+                          two_class_data_toml(two_class_csv) + "\nmax_train = 150\nmax_eval = 60",
+                          encode={"max_length": 32}, model="dropout = 0.0\nhead = { dropout = 0.0 }",
+                          train={"epochs": 2})
     store = tmp_path / "runs"
     env = {**os.environ,
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}

@@ -188,32 +188,17 @@ def test_cli_chunks_on_real_man_pages_run_show_predict(tmp_path, capsys):
     """Real long documents (Linux manual pages) end to end: run with chunks, show reports windows,
     predict gives one row per page and matches the run's own test predictions."""
     import pandas as pd
-    from conftest import TINY_MODEL_TOML
+    from conftest import tiny_experiment
     from encoderlab.cli import main
     for split, n in (("train", 60), ("validation", 20), ("test", 20)):
         rows = real_rows("manpages-section", split, {"syscall", "libfunc"}, n)
         pd.DataFrame({"page": [r["text"][:1500] for r in rows], "section": [r["label"] for r in rows]}) \
             .to_csv(tmp_path / f"{split}.csv", index=False)
     exp = tmp_path / "exp.toml"
-    exp.write_text(f"""name = "long-e2e"
-[data]
-source = "{tmp_path / 'train.csv'}"
-validation = "{tmp_path / 'validation.csv'}"
-test = "{tmp_path / 'test.csv'}"
-text = "page"
-label = "section"
-[encode]
-max_length = 32
-long = "chunks"
-stride = 8
-[model]
-{TINY_MODEL_TOML}
-[train]
-epochs = 1
-batch_size = 16
-lr = 3e-3
-precision = "fp32"
-""")
+    files = {f: (tmp_path / f"{f}.csv").as_posix() for f in ("train", "validation", "test")}
+    tiny_experiment(exp, "long-e2e", f'source = "{files["train"]}"\nvalidation = "{files["validation"]}"\n'
+                                     f'test = "{files["test"]}"\ntext = "page"\nlabel = "section"',
+                    encode={"max_length": 32, "long": "chunks", "stride": 8})
     store = str(tmp_path / "runs")
     assert main(["--store", store, "run", str(exp), "--quiet"]) == 0
     capsys.readouterr()

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import TINY_MODEL_TOML, two_class_data_toml
+from conftest import tiny_experiment, two_class_data_toml
 from encoderlab import predict as P
 from encoderlab import sweep as S
 from encoderlab.cli import main
@@ -21,23 +21,8 @@ def fold_runs(two_class_csv, tmp_path_factory):
     """A 3-fold sweep on real glosses: three completed runs in group 'kf'."""
     from encoderlab.store.runs import RunStore
     tmp = tmp_path_factory.mktemp("kfold")
-    exp = tmp / "kf.toml"
-    exp.write_text(f"""name = "kf"
-[data]
-{two_class_data_toml(two_class_csv, validation=False)}
-[encode]
-max_length = 48
-[model]
-{TINY_MODEL_TOML}
-[train]
-epochs = 1
-batch_size = 16
-lr = 3e-3
-precision = "fp32"
-threads = 1
-[sweep]
-folds = 3
-""")
+    exp = tiny_experiment(tmp / "kf.toml", "kf", two_class_data_toml(two_class_csv, validation=False),
+                          encode={"max_length": 48}, sweep="folds = 3")
     store = RunStore(tmp / "runs")
     runs = S.run_sweep(S.expand(exp), store, progress=False)
     return store, runs

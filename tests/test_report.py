@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import TINY_MODEL_TOML, two_class_data_toml
+from conftest import tiny_experiment, two_class_data_toml
 from encoderlab import sweep as S
 from encoderlab.analysis import report
 
@@ -16,21 +16,9 @@ from encoderlab.analysis import report
 def sweep_runs(two_class_csv, tmp_path_factory):
     from encoderlab.store.runs import RunStore
     tmp = tmp_path_factory.mktemp("report")
-    path = tmp / "exp.toml"
-    path.write_text(f"""name = "<script>alert(1)</script>"
-[data]
-{two_class_data_toml(two_class_csv)}
-max_train = 160
-[model]
-{TINY_MODEL_TOML}
-[train]
-epochs = 2
-batch_size = 16
-precision = "fp32"
-[sweep]
-"train.lr" = [3e-3, 1e-9]
-seeds = [0, 1]
-""")
+    path = tiny_experiment(tmp / "exp.toml", "<script>alert(1)</script>",
+                           two_class_data_toml(two_class_csv) + "\nmax_train = 160", train={"epochs": 2},
+                           sweep='"train.lr" = [3e-3, 1e-9]\nseeds = [0, 1]')
     store = RunStore(tmp / "runs")
     runs = S.run_sweep(S.expand(path), store, progress=False)
     return runs, tmp
@@ -133,25 +121,9 @@ def dataset_runs(two_class_csv, tmp_path_factory):
     shutil.copytree(two_class_csv, odd)
     store = RunStore(tmp / "runs")
     for name, data in {**DATASETS, "glosses": two_class_data_toml(odd)}.items():
-        path = tmp / f"{name}.toml"
-        path.write_text(f"""name = "{name}"
-group = "xd"
-[data]
-{data}
-max_train = 160
-max_eval = 80
-[encode]
-max_length = 32
-[model]
-{TINY_MODEL_TOML}
-[train]
-epochs = 1
-batch_size = 16
-precision = "fp32"
-threads = 1
-[sweep]
-"train.lr" = [1e-2, 3e-3, 1e-9]
-""")
+        path = tiny_experiment(tmp / f"{name}.toml", name, data + "\nmax_train = 160\nmax_eval = 80",
+                               top='group = "xd"', encode={"max_length": 32},
+                               sweep='"train.lr" = [1e-2, 3e-3, 1e-9]')
         S.run_sweep(S.expand(path), store, progress=False)
     runs = select(store, group="xd")
     store.close()

@@ -7,34 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_MODEL_TOML, two_class_data_toml
+from conftest import TINY_MODEL_TOML, tiny_experiment, two_class_data_toml
 from test_ranking import _rank_sweep_file
 from encoderlab.cli import main
 from encoderlab.store.runs import RunStore
 
 
 def _exp(tmp_path, folder, sweep: str = '"train.lr" = [1e-2, 1e-3]') -> str:
-    path = tmp_path / "exp.toml"
-    path.write_text(f"""name = "sw"
-[data]
-{two_class_data_toml(folder, validation=False)}
-max_train = 160
-max_eval = 40
-[encode]
-max_length = 32
-[model]
-{TINY_MODEL_TOML}
-[train]
-epochs = 2
-batch_size = 16
-lr = 3e-3
-precision = "fp32"
-threads = 1
-[sweep]
-{sweep}
-seeds = [0, 1, 2]
-""")
-    return str(path)
+    return tiny_experiment(tmp_path / "exp.toml", "sw",
+                           two_class_data_toml(folder, validation=False) + "\nmax_train = 160\nmax_eval = 40",
+                           encode={"max_length": 32}, train={"epochs": 2}, sweep=f"{sweep}\nseeds = [0, 1, 2]")
 
 
 def _compare(store, capsys) -> list[dict]:

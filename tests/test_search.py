@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import TINY_MODEL_TOML, two_class_data_toml
+from conftest import tiny_experiment, two_class_data_toml
 from encoderlab import search as SE
 from encoderlab.errors import ConfigError
 from encoderlab.store.runs import RunStore
@@ -13,28 +13,9 @@ from encoderlab.store.runs import RunStore
 pytest.importorskip("optuna")
 
 
-def write(tmp_path, folder, sweep: str, train: str = "") -> str:
-    path = tmp_path / "exp.toml"
-    path.write_text(f"""name = "se"
-[data]
-{two_class_data_toml(folder)}
-max_train = 96
-[encode]
-max_length = 32
-[model]
-{TINY_MODEL_TOML}
-[train]
-epochs = 1
-batch_size = 16
-lr = 3e-3
-precision = "fp32"
-threads = 1
-eval_every_steps = 2
-{train}
-[sweep]
-{sweep}
-""")
-    return str(path)
+def write(tmp_path, folder, sweep: str, train: dict | None = None) -> str:
+    return tiny_experiment(tmp_path / "exp.toml", "se", two_class_data_toml(folder) + "\nmax_train = 96",
+                           encode={"max_length": 32}, train={"eval_every_steps": 2, **(train or {})}, sweep=sweep)
 
 
 GRID = 'search = "grid"\npruner = "none"\nseeds = [0, 1]\n"train.lr" = { log_uniform = [1e-4, 1e-2], grid = 3 }'
@@ -152,7 +133,7 @@ def test_pruned_run_keeps_its_curve_and_status(two_class_csv, tmp_path):
 def test_collapsed_run_is_pruned_at_once(two_class_csv, tmp_path):
     """A real collapsed run (lr 0.5: every validation prediction is one class) stops its trial at
     the first evaluation the collapse diagnostic may judge (step >= 20), whatever the pruner says."""
-    path = write(tmp_path, two_class_csv, GRID, train="warmup_ratio = 0.0")
+    path = write(tmp_path, two_class_csv, GRID, train={"warmup_ratio": 0.0})
     store = RunStore(tmp_path / "runs")
     base, _ = SE.load(path, ["train.batch_size=4", "train.eval_every_steps=10"])
     configs = [(s, SE.trial_config(base, {"train.lr": 0.5}, s)) for s in (0, 1)]

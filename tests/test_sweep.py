@@ -5,29 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import TINY_MODEL_TOML, two_class_data_toml
+from conftest import tiny_experiment, two_class_data_toml
 from encoderlab import sweep as S
 from encoderlab.errors import ConfigError
 from encoderlab.train.fit import fit
 
 
 def _write(tmp_path, folder, sweep: str) -> str:
-    path = tmp_path / "exp.toml"
-    path.write_text(f"""name = "sw"
-[data]
-{two_class_data_toml(folder, validation=False)}
-[model]
-{TINY_MODEL_TOML}
-[train]
-epochs = 1
-batch_size = 16
-lr = 3e-3
-precision = "fp32"
-eval_every_steps = 5
-[sweep]
-{sweep}
-""")
-    return str(path)
+    return tiny_experiment(tmp_path / "exp.toml", "sw", two_class_data_toml(folder, validation=False),
+                           train={"eval_every_steps": 5}, sweep=sweep)
 
 
 def test_expand_grid_seeds_folds(two_class_csv, tmp_path):

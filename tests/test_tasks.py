@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import TINY_MODEL_TOML
+from conftest import tiny_experiment
 from encoderlab import config as C
 from encoderlab import kinds
 from encoderlab import metrics as M
@@ -150,29 +150,6 @@ def test_builtins_declare_their_task():
 
 # -- end to end on real slices ------------------------------------------------------------------------
 
-EXP = """name = "{name}"
-[data]
-source = "{source}"
-max_train = 300
-max_eval = 100
-{extra}
-[encode]
-max_length = 48
-[model]
-{model}
-[train]
-epochs = 2
-batch_size = 32
-lr = 1e-3
-precision = "fp32"
-threads = 1
-keep_final_checkpoints = true
-[sweep]
-seeds = [0, 1]
-{sweep}
-"""
-
-
 @pytest.fixture(scope="module")
 def task_runs(tmp_path_factory):
     """A 2 x 2 sweep of each task on real data with the tiny model (8 runs)."""
@@ -182,8 +159,9 @@ def task_runs(tmp_path_factory):
     out = {"store": store, "tmp": tmp}
     for name, source, sweep in (("ml", "builtin:wordnet-multilex", '"train.class_weights" = ["none", "balanced"]'),
                                 ("reg", "builtin:wordnet-similarity", '"train.regression_loss" = ["mse", "huber"]')):
-        exp = tmp / f"{name}.toml"
-        exp.write_text(EXP.format(name=name, source=source, extra="", model=TINY_MODEL_TOML, sweep=sweep))
+        exp = tiny_experiment(tmp / f"{name}.toml", name, f'source = "{source}"\nmax_train = 300\nmax_eval = 100',
+                              encode={"max_length": 48}, sweep=f"seeds = [0, 1]\n{sweep}",
+                              train={"epochs": 2, "batch_size": 32, "lr": 1e-3, "keep_final_checkpoints": True})
         out[name] = S.run_sweep(S.expand(exp), store, progress=False)
     return out
 

@@ -127,6 +127,11 @@ def require(run: Any, verb: str) -> Kind:
                    f"({kind.command})" if verb == "resume" else kind.instead.format(id=run.id))
         raise StoreError(refusal(run, verb, f"is a {kind.name} run ({about})")
                          + (f"; {instead}" if instead else ""))
+    if verb in CLASSIFIER_VERBS:
+        from encoderlab.store.space import removed_note
+        note = removed_note(run.dir)
+        if note:
+            raise StoreError(refusal(run, verb, note))
     if verb in MODEL_VERBS and not (run.dir / "model" / "encoderlab.json").exists():
         again = (f"finish it with `encoderlab resume {run.id}`" if kind.resumes
                  else f"make it again ({kind.command})")

@@ -25,6 +25,10 @@ class RunFacts:
         return self.run.id
 
     @property
+    def name(self) -> str:
+        return self.info.get("name") or self.run.id
+
+    @property
     def seed(self):
         return self.flat.get("train.seed")
 

@@ -1,4 +1,5 @@
-"""CLI verbs of the store itself: `store check [--fix]`, `store rebuild`, `store du`, `store gc [--apply]`."""
+"""CLI verbs of the store itself: `store check [--fix]`, `store rebuild`, `store du`, `store gc [--apply]`,
+`store gc --models --group G [--keep-best K] [--apply]`."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ def cmd_store(args):
     from encoderlab.store import check as K
     store = open_store(args)
     if args.action == "gc":
-        return collect_garbage(args, store)
+        return drop_models(args, store) if args.models else collect_garbage(args, store)
     if args.action == "du":
         return disk_usage(args, store)
     if args.action == "rebuild":
@@ -61,6 +62,39 @@ def collect_garbage(args, store) -> None:
                       + ("" if args.apply or not rows else "; delete with: encoderlab store gc --apply"))
 
 
+def drop_models(args, store) -> None:
+    """`store gc --models --group G`: the final weights of runs outside the best K configurations."""
+    from encoderlab.analysis import keep
+    from encoderlab.errors import ConfigError
+    if not args.group:
+        raise ConfigError("store gc --models ranks the configurations of one group: name it with --group G "
+                          "(encoderlab runs lists the groups)")
+    if args.keep_best < 1:
+        raise ConfigError(f"--keep-best {args.keep_best}: keep at least 1 configuration")
+    decisions, metric = keep.plan(store, args.group, args.keep_best, args.metric)
+    freed = keep.apply(store, decisions) if args.apply else 0
+    rows = [{"run": d.run, "config": d.config, "rank": d.rank, "value": d.value, "model_mb": _mb(d.model_bytes),
+             "decision": "keep" if d.keep else ("removed" if args.apply else "remove"), "reason": d.reason}
+            for d in decisions]
+    print_rows(rows, [("run", "run"), ("config", "configuration"), ("rank", "rank"),
+                      ("value", f"validation {metric}", 4), ("model_mb", "model MB", 1), ("decision", "weights")],
+               args.format, title=f"store gc --models: group {args.group}" + ("" if args.apply else " (dry run)"))
+    if args.format == "table":
+        drop = [d for d in decisions if not d.keep]
+        mb = _mb(sum(d.model_bytes for d in drop))
+        n_cfg = len({d.config for d in decisions if d.keep and d.rank is not None})
+        if not decisions:
+            console.print(f"group '{args.group}': no completed run with model weights")
+        elif args.apply:
+            console.print(f"removed the weights of {len(drop)} run(s), freed {_mb(freed):,.1f} MB; kept the models "
+                          f"of the best {n_cfg} configuration(s) by validation {metric}; metrics, curves and "
+                          f"predictions of every run are kept")
+        else:
+            console.print(f"dry run: would remove the weights of {len(drop)} run(s) ({mb:,.1f} MB), keeping the "
+                          f"models of the best {n_cfg} configuration(s) by validation {metric}; do it with: "
+                          f"encoderlab store gc --models --group {args.group} --keep-best {args.keep_best} --apply")
+
+
 def disk_usage(args, store) -> None:
     """`store du`: the space per run, or per group with --by group."""
     from encoderlab.store import space
@@ -99,12 +133,20 @@ def add_verbs(sub) -> None:
              "space per run or group (du); reclaim what completed runs no longer need (gc: dry run unless --apply)",
              "encoderlab store check\n  encoderlab store check --fix\n  encoderlab store rebuild\n"
              "  encoderlab store du --by group\n  encoderlab store gc            # dry run\n"
-             "  encoderlab store gc --apply")
+             "  encoderlab store gc --apply\n"
+             "  encoderlab store gc --models --group lexname-grid --keep-best 3   # dry run")
     p.add_argument("action", choices=("check", "rebuild", "du", "gc"))
     p.add_argument("--by", choices=("run", "group"), default="run", help="du: one row per run or per group")
     p.add_argument("--apply", action="store_true",
                    help="gc: really delete (default: only list what would be freed); running, interrupted, "
                         "failed and pruned runs are never touched")
+    p.add_argument("--models", action="store_true",
+                   help="gc: instead, remove the final model weights of a group's completed runs outside the best "
+                        "--keep-best configurations by mean validation score (metrics, curves, predictions stay)")
+    p.add_argument("--group", help="gc --models: the group whose configurations are ranked")
+    p.add_argument("--keep-best", type=int, default=1, metavar="K",
+                   help="gc --models: configurations (all their seeds) that keep their weights (default 1)")
+    p.add_argument("--metric", help="gc --models: validation metric to rank by (default: the runs' task metric)")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="du / gc output")
     p.add_argument("--fix", action="store_true",
                    help="check: delete temp leftovers of dead writers, drop torn metric lines, re-index; "

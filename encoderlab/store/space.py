@@ -8,9 +8,11 @@ never touched: they may still resume."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import tomllib
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 OPTIMIZER_FILE = "trainer.pt"
@@ -98,3 +100,47 @@ def gc(store, apply: bool = False) -> list[Usage]:
             keep_w, keep_o = _keep_flags(store.root / u.run)
             lean(store.root / u.run / "checkpoints", keep_w, keep_o)
     return rows
+
+
+# -- final models of runs a search or sweep did not pick ---------------------------------------
+
+REMOVED_FILE = "weights-removed.json"          # in model/: written before the weights are deleted
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx")
+
+
+def weight_files(run_dir: Path) -> list[Path]:
+    """The final model's weight files (config, tokenizer and metadata are not weights)."""
+    folder = run_dir / "model"
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+
+
+def removed_note(run_dir: Path) -> str | None:
+    """Why the run has no weights any more (None: not removed): what the refusal of a verb that
+    needs them says."""
+    path = run_dir / "model" / REMOVED_FILE
+    if not path.exists():
+        return None
+    try:
+        note = json.loads(path.read_text())
+    except (OSError, ValueError):
+        note = {}
+    why = note.get("reason", "not among the configurations kept")
+    return (f"had its model weights removed by `encoderlab store gc --models` on {note.get('removed', '?')} "
+            f"({why}); its metrics, curves and predictions are kept; to use its model, train it again")
+
+
+def drop_weights(run_dir: Path, note: dict) -> int:
+    """Delete a completed run's final weights, leaving model/REMOVED_FILE (written first, atomically,
+    so a run interrupted half-way is already refused) and everything else; returns bytes freed."""
+    from encoderlab.store.atomic import write_json
+    files = weight_files(run_dir)
+    write_json(run_dir / "model" / REMOVED_FILE,
+               {"removed": datetime.now().astimezone().isoformat(timespec="seconds"),
+                "files": [p.relative_to(run_dir / "model").as_posix() for p in files], **note})
+    freed = 0
+    for p in files:
+        freed += p.stat().st_size
+        p.unlink(missing_ok=True)
+    return freed

@@ -21,6 +21,7 @@ from encoderlab.encode.budget import Segments, pair_batch
 from encoderlab.errors import ConfigError, StoreError
 from encoderlab.models import ranking as RM
 from encoderlab.store.runs import RunStore
+from encoderlab.store.space import removed_note
 from encoderlab.train.loop import autocast
 from encoderlab.train.ranking_common import dictionary_tokens, tokenize_split
 
@@ -62,6 +63,8 @@ def teacher_run(ref: str, store: RunStore):
                           f"(task {stored.info.get('task')}, ranking.mode '{mode}')")
     if stored.status != "completed":
         raise ConfigError(f"ranking.teacher = '{ref}': run {stored.id} is {stored.status}, not completed")
+    if note := removed_note(stored.dir):
+        raise ConfigError(f"ranking.teacher = '{ref}': run {stored.id} {note}")
     if not (stored.dir / "model" / "encoderlab.json").exists():
         raise ConfigError(f"ranking.teacher = '{ref}': run {stored.id} has no saved model (pruned?)")
     return stored

@@ -17,6 +17,7 @@ from encoderlab.encode.budget import Segments, single_batch
 from encoderlab.models import ranking as RM
 from encoderlab.retrieval import VectorIndex
 from encoderlab.store.runs import RunStore
+from encoderlab.store.space import removed_note
 from encoderlab.train.loop import autocast, pick_device
 from encoderlab.train.ranking_common import SPLITS, SplitTokens, dictionary_tokens, ks, tokenize_split
 
@@ -132,6 +133,8 @@ def retriever(cfg: C.ExperimentConfig, store_root) -> BiSetup:
     store = RunStore(store_root)
     stored = store.get(rc.retriever.removeprefix("run:"))
     folder = stored.dir / "model"
+    if note := removed_note(stored.dir):
+        raise ConfigError(f"ranking.retriever: run {stored.id} {note}")
     if not (folder / "encoderlab.json").exists():
         raise ConfigError(f"ranking.retriever: run {stored.id} has no saved bi-encoder (status {stored.status})")
     # the stored encoder's own budgets, pooling and markers; this run's data and candidate mode

@@ -5,6 +5,7 @@
     search = "tpe"                 # grid | random | tpe
     trials = 20                    # grid: default (and at most) the size of the grid
     pruner = "median"              # median | halving | hyperband | none
+    prune_after = 1                # the first evaluation point a pruner may prune at
     sampler_seed = 0
     seeds = [0, 1, 2]
     "train.lr" = { log_uniform = [1e-5, 1e-3], grid = 5 }   # grid = points for search = "grid"
@@ -45,7 +46,7 @@ from encoderlab.store.study import STUDY_FILE, storage  # noqa: F401 (search.sto
 SEARCHES = ("grid", "random", "tpe")
 PRUNERS = ("median", "halving", "hyperband", "none")
 DISTRIBUTIONS = ("log_uniform", "uniform", "int", "choice")
-SPEC_KEYS = ("search", "trials", "pruner", "sampler_seed", "seeds", "startup_trials")
+SPEC_KEYS = ("search", "trials", "pruner", "sampler_seed", "seeds", "startup_trials", "prune_after")
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class Spec:
     pruner: str = "median"
     sampler_seed: int = 0
     startup_trials: int = 3     # trials finished before the pruner may prune (and TPE starts modelling)
+    prune_after: int = 1        # a trial's first evaluation point the pruner may prune at (1 = the first)
 
     def grid(self) -> dict[str, list]:
         return {k: d.grid_values() for k, d in self.space.items()}
@@ -148,11 +150,14 @@ def read_spec(raw: Any, where: str) -> Spec:
     if not space:
         raise ConfigError(f"{where}: sweep.search needs at least one searched key, e.g. "
                           '"train.lr" = { log_uniform = [1e-5, 1e-3] }')
-    for key in ("trials", "sampler_seed", "startup_trials"):
+    for key in ("trials", "sampler_seed", "startup_trials", "prune_after"):
         if key in raw and (not isinstance(raw[key], int) or isinstance(raw[key], bool) or raw[key] < 0):
             raise ConfigError(f"{where}: sweep.{key} must be a non-negative integer, got {raw[key]!r}")
+    if raw.get("prune_after", 1) < 1:
+        raise ConfigError(f"{where}: sweep.prune_after counts evaluation points from 1 (the first), got "
+                          f"{raw['prune_after']!r}")
     spec = Spec(search, int(raw.get("trials", 0)), space, tuple(seeds), pruner,
-                int(raw.get("sampler_seed", 0)), int(raw.get("startup_trials", 3)))
+                int(raw.get("sampler_seed", 0)), int(raw.get("startup_trials", 3)), int(raw.get("prune_after", 1)))
     if search == "grid":
         try:
             size = spec.grid_size()
@@ -335,11 +340,13 @@ def _pruner(spec: Spec, max_resource: int):
     import optuna.pruners as P
     if spec.pruner == "none":
         return P.NopPruner()
+    # evaluation points are Optuna steps 1, 2, ...: none before prune_after is judged
     if spec.pruner == "median":
-        return P.MedianPruner(n_startup_trials=spec.startup_trials, n_warmup_steps=0)
+        return P.MedianPruner(n_startup_trials=spec.startup_trials, n_warmup_steps=spec.prune_after)
     if spec.pruner == "halving":
-        return P.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
-    return P.HyperbandPruner(min_resource=1, max_resource=max_resource, reduction_factor=3)
+        return P.SuccessiveHalvingPruner(min_resource=spec.prune_after, reduction_factor=3)
+    return P.HyperbandPruner(min_resource=spec.prune_after, max_resource=max(max_resource, spec.prune_after),
+                             reduction_factor=3)
 
 
 def _sampler(spec: Spec):

@@ -144,3 +144,34 @@ def test_collapsed_run_is_pruned_at_once(two_class_csv, tmp_path):
     steps = [e["step"] for e in run.events() if e["split"] == "validation"]
     assert steps == [10, 20]              # step 10 collapsed too, but is too early to judge
     store.close()
+
+
+@pytest.mark.parametrize("prune_after, first_prunable", [(1, 1), (2, 2), (3, 3)])
+def test_prune_after_holds_every_pruner_until_that_evaluation(prune_after, first_prunable):
+    """A learning-rate warmup starts slow: `prune_after = k` lets the median, halving and hyperband
+    pruners judge a trial from its k-th evaluation point on (Optuna's steps), never before."""
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for pruner in ("median", "halving", "hyperband"):
+        spec = SE.read_spec({"search": "random", "trials": 7, "pruner": pruner, "startup_trials": 2,
+                             "prune_after": prune_after,
+                             "train.lr": {"log_uniform": [1e-4, 1e-2]}}, "exp.toml")
+        study = optuna.create_study(direction="maximize", pruner=SE._pruner(spec, 6))
+        for good in range(6):                 # finished trials with a high curve
+            t = study.ask()
+            for step in range(1, 7):
+                t.report(0.5 + 0.01 * good + 0.01 * step, step)
+                assert not t.should_prune()     # (halving records a trial's rungs as it asks)
+            study.tell(t, 0.6 + 0.01 * good)
+        bad = study.ask()
+        prunes = []
+        for step in range(1, 7):
+            bad.report(0.01, step)
+            prunes.append(bad.should_prune())
+        assert not any(prunes[:first_prunable - 1]), (pruner, prunes)
+        assert any(prunes[first_prunable - 1:]), (pruner, prunes)
+
+
+def test_prune_after_must_count_from_one():
+    with pytest.raises(ConfigError, match="prune_after counts evaluation points from 1"):
+        SE.read_spec({"search": "tpe", "prune_after": 0, "train.lr": [1e-3]}, "exp.toml")

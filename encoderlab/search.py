@@ -6,6 +6,7 @@
     trials = 20                    # grid: default (and at most) the size of the grid
     pruner = "median"              # median | halving | hyperband | none
     prune_after = 1                # the first evaluation point a pruner may prune at
+    keep_models = 3                # when done: weights of the best 3 configurations only (0 = all)
     sampler_seed = 0
     seeds = [0, 1, 2]
     "train.lr" = { log_uniform = [1e-5, 1e-3], grid = 5 }   # grid = points for search = "grid"
@@ -46,7 +47,8 @@ from encoderlab.store.study import STUDY_FILE, storage  # noqa: F401 (search.sto
 SEARCHES = ("grid", "random", "tpe")
 PRUNERS = ("median", "halving", "hyperband", "none")
 DISTRIBUTIONS = ("log_uniform", "uniform", "int", "choice")
-SPEC_KEYS = ("search", "trials", "pruner", "sampler_seed", "seeds", "startup_trials", "prune_after")
+SPEC_KEYS = ("search", "trials", "pruner", "sampler_seed", "seeds", "startup_trials", "prune_after",
+             "keep_models")
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,8 @@ def read_spec(raw: Any, where: str) -> Spec:
     for key in ("trials", "sampler_seed", "startup_trials", "prune_after"):
         if key in raw and (not isinstance(raw[key], int) or isinstance(raw[key], bool) or raw[key] < 0):
             raise ConfigError(f"{where}: sweep.{key} must be a non-negative integer, got {raw[key]!r}")
+    from encoderlab.sweep import keep_models
+    keep_models(raw, where)
     if raw.get("prune_after", 1) < 1:
         raise ConfigError(f"{where}: sweep.prune_after counts evaluation points from 1 (the first), got "
                           f"{raw['prune_after']!r}")

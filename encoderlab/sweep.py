@@ -5,6 +5,7 @@
     "train.lr" = [1e-4, 1e-5]
     seeds = [0, 1, 2]
     folds = 5            # optional: stratified k-fold of the training data, test kept fixed
+    keep_models = 2      # optional: when done, only the best 2 configurations keep their weights
 
 Re-running a sweep skips points whose run completed, resumes interrupted ones from their last
 checkpoint (kinds that do not resume, e.g. ranking, start them again), and starts the rest: a
@@ -39,6 +40,15 @@ def _short(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
+def keep_models(raw_sweep: Any, where: str) -> int:
+    """`[sweep] keep_models = K`: once the sweep or search has finished, only the runs of the best K
+    configurations by validation keep their final weights (`store gc --models`); 0 or absent = all."""
+    k = raw_sweep.get("keep_models", 0) if isinstance(raw_sweep, dict) else 0
+    if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+        raise ConfigError(f"{where}: sweep.keep_models must be an integer >= 0 (0 = keep every model), got {k!r}")
+    return k
+
+
 def read_spec(raw_sweep: Any, where: str) -> tuple[dict[str, list], list[int], int]:
     if raw_sweep is None:
         return {}, [], 0
@@ -54,6 +64,8 @@ def read_spec(raw_sweep: Any, where: str) -> tuple[dict[str, list], list[int], i
             if not isinstance(values, int) or isinstance(values, bool) or values < 2:
                 raise ConfigError(f"{where}: sweep.folds must be an integer >= 2, got {values!r}")
             folds = values
+        elif key == "keep_models":
+            keep_models(raw_sweep, where)
         else:
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"{where}: sweep.\"{key}\" must be a non-empty list of values")

@@ -86,3 +86,31 @@ def test_gc_models_needs_a_group(grid, capsys):
     store, _ = grid
     assert main(["--store", str(store.root), "store", "gc", "--models"]) != 0
     assert "--group" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("search", [False, True])
+def test_sweep_keep_models_prunes_weights_once_the_group_is_done(two_class_csv, tmp_path, capsys, search):
+    """`[sweep] keep_models = 1` on a plain sweep and on a search: the command ends by keeping the
+    best configuration's weights only, the same decision `store gc --models` makes."""
+    spec = ('search = "grid"\npruner = "none"\n"train.lr" = { log_uniform = [1e-9, 1e-2], grid = 2 }' if search
+            else '"train.lr" = [1e-2, 1e-9]')
+    path = tiny_experiment(tmp_path / "km.toml", "km", two_class_data_toml(two_class_csv) + "\nmax_train = 64",
+                           encode={"max_length": 32}, sweep=f"{spec}\nseeds = [0, 1]\nkeep_models = 1")
+    root = str(tmp_path / "runs")
+    assert main(["--store", root, "sweep", path, "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "keep_models = 1: kept the models of the best 1 configuration(s)" in out
+    assert "removed the weights of 2 run(s)" in out
+    store = RunStore(root)
+    runs = [store.get(r["id"]) for r in store.list(group="km")]
+    kept = {f.flat["train.lr"] for f in read_facts(runs) if space.weight_files(f.run.dir)}
+    assert kept == {0.01} and len(runs) == 4
+    assert main(["--store", root, "sweep", path, "--quiet"]) == 0      # all done: nothing left to remove
+    assert "removed the weights of 0 run(s)" in capsys.readouterr().out
+
+
+def test_keep_models_must_be_a_count(two_class_csv, tmp_path):
+    path = tiny_experiment(tmp_path / "km.toml", "km", two_class_data_toml(two_class_csv),
+                           sweep='"train.lr" = [1e-2]\nkeep_models = "best"')
+    with pytest.raises(ConfigError, match="keep_models must be an integer >= 0"):
+        S.expand(path)

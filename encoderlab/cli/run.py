@@ -98,6 +98,24 @@ def cmd_sweep(args):
                          "(finished runs are skipped, the interrupted one resumes)")
     console.print(f"sweep complete: {len(runs)} runs in group '{points[0].cfg.group}'. "
                   f"Compare them: encoderlab compare --group {points[0].cfg.group}")
+    keep_best_models(args, store, points[0].cfg.group)
+
+
+def keep_best_models(args, store, group: str) -> None:
+    """`[sweep] keep_models = K`: the finished group keeps the final weights of its best K
+    configurations by validation only (the rest keep metrics, curves and predictions)."""
+    from encoderlab import config as C
+    from encoderlab.sweep import keep_models
+    k = keep_models(C.load_raw(args.file).get("sweep"), str(args.file))
+    if not k:
+        return
+    from encoderlab.analysis import keep
+    decisions, metric = keep.plan(store, group, k)
+    freed = keep.apply(store, decisions)
+    dropped = sum(not d.keep for d in decisions)
+    console.print(f"[sweep] keep_models = {k}: kept the models of the best {k} configuration(s) by validation "
+                  f"{metric}; removed the weights of {dropped} run(s), {freed / 1e6:,.1f} MB (metrics, curves and "
+                  f"predictions stay)")
 
 
 def search_cmd(args):
@@ -133,6 +151,7 @@ def search_cmd(args):
     console.print(f"search: {states.count('complete')} complete, {states.count('pruned')} pruned, "
                       f"{states.count('fail')} failed trials in group '{group}'. Read it: encoderlab report "
                       f"--group {group} -o search.html")
+    keep_best_models(args, store, group)
 
 
 def print_plan(args, points, steps) -> None:
@@ -158,6 +177,7 @@ def sweep_on_ray(args) -> None:
     group = points[0].cfg.group
     console.print(f"sweep complete: {len(runs) - len(failed)} completed, {len(failed)} failed, in group "
                   f"'{group}'. Compare them: encoderlab compare --group {group}")
+    keep_best_models(args, open_store(args), group)
 
 
 def cmd_lrfind(args):

@@ -99,7 +99,7 @@ def test_sweep_keep_models_prunes_weights_once_the_group_is_done(two_class_csv, 
     root = str(tmp_path / "runs")
     assert main(["--store", root, "sweep", path, "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "keep_models = 1: kept the models of the best 1 configuration(s)" in out
+    assert "[sweep] keep_models = 1: kept the models of the best 1 configuration(s)" in out
     assert "removed the weights of 2 run(s)" in out
     store = RunStore(root)
     runs = [store.get(r["id"]) for r in store.list(group="km")]

@@ -87,6 +87,9 @@ def cmd_rank(args):
         runs = S.run_sweep(points, store, kind="ranking", progress=not args.quiet, on_point=on_point)
     for run in runs:
         print_result(run, args.json)
+    if points:
+        from encoderlab.cli.run import keep_best_models
+        keep_best_models(args, store, points[0].cfg.group, say=not args.json)
 
 
 def cmd_rank_table(args):

@@ -101,7 +101,7 @@ def cmd_sweep(args):
     keep_best_models(args, store, points[0].cfg.group)
 
 
-def keep_best_models(args, store, group: str) -> None:
+def keep_best_models(args, store, group: str, say: bool = True) -> None:
     """`[sweep] keep_models = K`: the finished group keeps the final weights of its best K
     configurations by validation only (the rest keep metrics, curves and predictions)."""
     from encoderlab import config as C
@@ -113,9 +113,10 @@ def keep_best_models(args, store, group: str) -> None:
     decisions, metric = keep.plan(store, group, k)
     freed = keep.apply(store, decisions)
     dropped = sum(not d.keep for d in decisions)
-    console.print(f"[sweep] keep_models = {k}: kept the models of the best {k} configuration(s) by validation "
-                  f"{metric}; removed the weights of {dropped} run(s), {freed / 1e6:,.1f} MB (metrics, curves and "
-                  f"predictions stay)")
+    if say:
+        console.print(f"[sweep] keep_models = {k}: kept the models of the best {k} configuration(s) by validation "
+                      f"{metric}; removed the weights of {dropped} run(s), {freed / 1e6:,.1f} MB (metrics, curves "
+                      f"and predictions stay)", markup=False)
 
 
 def search_cmd(args):

@@ -11,7 +11,9 @@ verb below works for it (see docs/architecture.md, "Where a new task kind plugs 
 from __future__ import annotations
 
 import importlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 
@@ -128,7 +130,6 @@ def require(run: Any, verb: str) -> Kind:
         raise StoreError(refusal(run, verb, f"is a {kind.name} run ({about})")
                          + (f"; {instead}" if instead else ""))
     if verb in CLASSIFIER_VERBS:
-        from encoderlab.store.space import removed_note
         note = removed_note(run.dir)
         if note:
             raise StoreError(refusal(run, verb, note))
@@ -147,3 +148,22 @@ def recipe(kind: str) -> Callable:
 def view(run: Any) -> Callable:
     """The function rendering `run` for `encoderlab show`: view(run)(run, args)."""
     return get(run).load_view()
+
+
+# model/REMOVED_FILE: written by `store gc --models` (store/space.py) before a run's weights are deleted
+REMOVED_FILE = "weights-removed.json"
+
+
+def removed_note(run_dir: Path) -> str | None:
+    """Why the run has no weights any more (None: not removed): what the refusal of a verb that
+    needs them says."""
+    path = run_dir / "model" / REMOVED_FILE
+    if not path.exists():
+        return None
+    try:
+        note = json.loads(path.read_text())
+    except (OSError, ValueError):
+        note = {}
+    why = note.get("reason", "not among the configurations kept")
+    return (f"had its model weights removed by `encoderlab store gc --models` on {note.get('removed', '?')} "
+            f"({why}); its metrics, curves and predictions are kept; to use its model, train it again")

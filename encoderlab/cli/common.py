@@ -341,3 +341,21 @@ def show_trained(run, args, summary, per_label: str = "", extra: tuple = ()) -> 
             rows = [{"label": k, **v} for k, v in test[per_label].items()]
             print_rows(rows, SCORE_COLUMNS + list(extra), args.format,
                        title="test, per label" if per_label == "per_label" else "test, per class")
+
+
+def keep_best_models(args, store, group: str, say: bool = True) -> None:
+    """`[sweep] keep_models = K`: the finished group keeps the final weights of its best K
+    configurations by validation only (the rest keep metrics, curves and predictions)."""
+    from encoderlab import config as C
+    from encoderlab.sweep import keep_models
+    k = keep_models(C.load_raw(args.file).get("sweep"), str(args.file))
+    if not k:
+        return
+    from encoderlab.analysis import keep
+    decisions, metric = keep.plan(store, group, k)
+    freed = keep.apply(store, decisions)
+    dropped = sum(not d.keep for d in decisions)
+    if say:
+        console.print(f"[sweep] keep_models = {k}: kept the models of the best {k} configuration(s) by validation "
+                      f"{metric}; removed the weights of {dropped} run(s), {freed / 1e6:,.1f} MB (metrics, curves "
+                      f"and predictions stay)", markup=False)

@@ -88,7 +88,7 @@ def cmd_rank(args):
     for run in runs:
         print_result(run, args.json)
     if points:
-        from encoderlab.cli.run import keep_best_models
+        from encoderlab.cli.common import keep_best_models
         keep_best_models(args, store, points[0].cfg.group, say=not args.json)
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from encoderlab import config as C
 from encoderlab.cli import pretrain, scale
 from encoderlab.cli.common import (QUICKSTART, add_verb, after_run, console, experiment_flags, format_flag,
-                                   interrupted, open_store, print_data, print_rows, say_machine)
+                                   interrupted, keep_best_models, open_store, print_data, print_rows,
+                                   say_machine)
 
 
 def cmd_run(args):
@@ -99,24 +100,6 @@ def cmd_sweep(args):
     console.print(f"sweep complete: {len(runs)} runs in group '{points[0].cfg.group}'. "
                   f"Compare them: encoderlab compare --group {points[0].cfg.group}")
     keep_best_models(args, store, points[0].cfg.group)
-
-
-def keep_best_models(args, store, group: str, say: bool = True) -> None:
-    """`[sweep] keep_models = K`: the finished group keeps the final weights of its best K
-    configurations by validation only (the rest keep metrics, curves and predictions)."""
-    from encoderlab import config as C
-    from encoderlab.sweep import keep_models
-    k = keep_models(C.load_raw(args.file).get("sweep"), str(args.file))
-    if not k:
-        return
-    from encoderlab.analysis import keep
-    decisions, metric = keep.plan(store, group, k)
-    freed = keep.apply(store, decisions)
-    dropped = sum(not d.keep for d in decisions)
-    if say:
-        console.print(f"[sweep] keep_models = {k}: kept the models of the best {k} configuration(s) by validation "
-                      f"{metric}; removed the weights of {dropped} run(s), {freed / 1e6:,.1f} MB (metrics, curves "
-                      f"and predictions stay)", markup=False)
 
 
 def search_cmd(args):

@@ -141,7 +141,7 @@ def resolve(path: str, store_root: str | os.PathLike | None = None) -> Path:
         finally:
             store.close()
         folder = run.dir / "model"
-        from encoderlab.store.space import removed_note
+        from encoderlab.kinds import removed_note
         if note := removed_note(run.dir):
             raise ConfigError(f"model.path: run {run.id} {note}")
         if not (folder / "config.json").exists():

@@ -8,12 +8,13 @@ never touched: they may still resume."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import tomllib
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+
+from encoderlab.kinds import REMOVED_FILE
 
 OPTIMIZER_FILE = "trainer.pt"
 
@@ -104,7 +105,6 @@ def gc(store, apply: bool = False) -> list[Usage]:
 
 # -- final models of runs a search or sweep did not pick ---------------------------------------
 
-REMOVED_FILE = "weights-removed.json"          # in model/: written before the weights are deleted
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx")
 
 
@@ -114,21 +114,6 @@ def weight_files(run_dir: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
-
-
-def removed_note(run_dir: Path) -> str | None:
-    """Why the run has no weights any more (None: not removed): what the refusal of a verb that
-    needs them says."""
-    path = run_dir / "model" / REMOVED_FILE
-    if not path.exists():
-        return None
-    try:
-        note = json.loads(path.read_text())
-    except (OSError, ValueError):
-        note = {}
-    why = note.get("reason", "not among the configurations kept")
-    return (f"had its model weights removed by `encoderlab store gc --models` on {note.get('removed', '?')} "
-            f"({why}); its metrics, curves and predictions are kept; to use its model, train it again")
 
 
 def drop_weights(run_dir: Path, note: dict) -> int:

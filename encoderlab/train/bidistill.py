@@ -19,9 +19,9 @@ import torch
 from encoderlab import config as C
 from encoderlab.encode.budget import Segments, pair_batch
 from encoderlab.errors import ConfigError, StoreError
+from encoderlab.kinds import removed_note
 from encoderlab.models import ranking as RM
 from encoderlab.store.runs import RunStore
-from encoderlab.store.space import removed_note
 from encoderlab.train.loop import autocast
 from encoderlab.train.ranking_common import dictionary_tokens, tokenize_split
 

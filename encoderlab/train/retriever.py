@@ -13,11 +13,11 @@ from encoderlab import config as C
 from encoderlab import machine
 from encoderlab import metrics as M
 from encoderlab.data.ranking import RankData, load_ranking
+from encoderlab.kinds import removed_note
 from encoderlab.encode.budget import Segments, single_batch
 from encoderlab.models import ranking as RM
 from encoderlab.retrieval import VectorIndex
 from encoderlab.store.runs import RunStore
-from encoderlab.store.space import removed_note
 from encoderlab.train.loop import autocast, pick_device
 from encoderlab.train.ranking_common import SPLITS, SplitTokens, dictionary_tokens, ks, tokenize_split
 

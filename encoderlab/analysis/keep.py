@@ -25,7 +25,6 @@ class Decision:
     run: str
     config: str
     rank: int | None        # of the run's configuration, 1 = best on validation; None = unranked
-    of: int                 # configurations ranked
     value: float | None     # the configuration's validation mean
     keep: bool
     reason: str
@@ -37,9 +36,16 @@ def plan(store, group_name: str, keep_best: int = 1, metric: str | None = None) 
     from encoderlab.tasks import metric_for_runs
     if keep_best < 1:
         raise ValueError("keep_best must be >= 1")
-    runs = [store.get(info["id"]) for info in store.list(group=group_name)
-            if store.effective_status(info) == "completed"]
-    runs = [r for r in runs if space.weight_files(r.dir)]
+    weights: dict[str, int] = {}      # run id -> bytes of its final weights (runs without any are done)
+    runs = []
+    for info in store.list(group=group_name):
+        if store.effective_status(info) != "completed":
+            continue
+        run = store.get(info["id"])
+        files = space.weight_files(run.dir)
+        if files:
+            weights[run.id] = sum(p.stat().st_size for p in files)
+            runs.append(run)
     if not runs:
         return [], metric or "accuracy"
     facts = read_facts(runs)
@@ -65,8 +71,7 @@ def plan(store, group_name: str, keep_best: int = 1, metric: str | None = None) 
             keep, why = False, (f"configuration ranked {rank} of {len(ranked)} by validation {metric}, "
                                 f"{keep_best} kept")
         for f in g:
-            out.append(Decision(f.id, name, rank, len(ranked), m, keep, why,
-                                sum(p.stat().st_size for p in space.weight_files(f.run.dir))))
+            out.append(Decision(f.id, name, rank, m, keep, why, weights[f.id]))
     out.sort(key=lambda d: (d.rank is None, d.rank or 0, d.run))
     return out, metric
 

@@ -32,7 +32,12 @@ TINY_MODEL = {"path": "builtin:minilm-l6", "init": "random", "num_layers": 2, "h
 
 
 # the same tiny model and two-class data as TOML text, for tests that write experiment files
-TINY_MODEL_TOML = "\n".join(f"{k} = {json.dumps(v)}" for k, v in TINY_MODEL.items())
+def toml_keys(d: dict) -> str:
+    """Plain `key = value` TOML lines (strings, numbers, booleans)."""
+    return "\n".join(f"{k} = {json.dumps(v)}" for k, v in d.items())
+
+
+TINY_MODEL_TOML = toml_keys(TINY_MODEL)
 
 
 def two_class_data_toml(folder, validation: bool = True) -> str:
@@ -53,12 +58,10 @@ def tiny_experiment(path, name: str, data: str, *, encode: dict | None = None, t
     (`two_class_data_toml(...)` and any extra lines), `encode` the [encode] keys, `train` keys over
     TINY_TRAIN, `model` extra [model] lines, `sweep` the [sweep] body ("" = no sweep), `top` extra
     top-level lines (group = ...)."""
-    def keys(d: dict) -> str:
-        return "\n".join(f"{k} = {json.dumps(v)}" for k, v in d.items())
     parts = [f"name = {json.dumps(name)}", top, "[data]", data]
     if encode:
-        parts += ["[encode]", keys(encode)]
-    parts += ["[model]", TINY_MODEL_TOML, model, "[train]", keys({**TINY_TRAIN, **(train or {})})]
+        parts += ["[encode]", toml_keys(encode)]
+    parts += ["[model]", TINY_MODEL_TOML, model, "[train]", toml_keys({**TINY_TRAIN, **(train or {})})]
     if sweep:
         parts += ["[sweep]", sweep]
     Path(path).write_text("\n".join(p for p in parts if p) + "\n")
